@@ -1,0 +1,116 @@
+//! Run-time CPU feature detection and the process-wide kernel choice (`KILN_KERNELS`).
+
+use std::sync::OnceLock;
+
+/// Instruction-set extensions the SIMD kernels care about, detected once per process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CpuFeatures {
+    pub avx2: bool,
+    pub fma: bool,
+    pub f16c: bool,
+    pub avx512f: bool,
+    pub avx512bw: bool,
+    pub avx512vl: bool,
+    pub avx512vnni: bool,
+}
+
+/// Which family of kernels the dispatcher uses. `Generic` is the scalar reference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum KernelChoice {
+    Generic,
+    Avx2,
+    Avx512,
+    Avx512Vnni,
+}
+
+impl KernelChoice {
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelChoice::Generic => "generic",
+            KernelChoice::Avx2 => "avx2",
+            KernelChoice::Avx512 => "avx512",
+            KernelChoice::Avx512Vnni => "avx512vnni",
+        }
+    }
+}
+
+impl CpuFeatures {
+    /// Detects what the running CPU supports, ignoring `KILN_KERNELS`.
+    pub fn detect() -> CpuFeatures {
+        #[cfg(target_arch = "x86_64")]
+        {
+            CpuFeatures {
+                avx2: std::arch::is_x86_feature_detected!("avx2"),
+                fma: std::arch::is_x86_feature_detected!("fma"),
+                f16c: std::arch::is_x86_feature_detected!("f16c"),
+                avx512f: std::arch::is_x86_feature_detected!("avx512f"),
+                avx512bw: std::arch::is_x86_feature_detected!("avx512bw"),
+                avx512vl: std::arch::is_x86_feature_detected!("avx512vl"),
+                avx512vnni: std::arch::is_x86_feature_detected!("avx512vnni"),
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            CpuFeatures::default()
+        }
+    }
+
+    /// Every kernel family this CPU can run, generic first. Tests iterate over this list.
+    pub fn supported_choices(&self) -> Vec<KernelChoice> {
+        let mut v = vec![KernelChoice::Generic];
+        let avx2 = self.avx2 && self.fma && self.f16c;
+        if avx2 {
+            v.push(KernelChoice::Avx2);
+        }
+        if avx2 && self.avx512f && self.avx512bw && self.avx512vl {
+            v.push(KernelChoice::Avx512);
+            if self.avx512vnni {
+                v.push(KernelChoice::Avx512Vnni);
+            }
+        }
+        v
+    }
+
+    /// The best family this CPU supports.
+    pub fn best_choice(&self) -> KernelChoice {
+        *self
+            .supported_choices()
+            .last()
+            .unwrap_or(&KernelChoice::Generic)
+    }
+}
+
+/// Detected features (cached).
+pub fn features() -> &'static CpuFeatures {
+    static F: OnceLock<CpuFeatures> = OnceLock::new();
+    F.get_or_init(CpuFeatures::detect)
+}
+
+/// The kernel family used by dispatching entry points: the best the CPU supports, or the
+/// scalar reference when `KILN_KERNELS=generic` is set (also `avx2` / `avx512` to cap it).
+pub fn kernel_choice() -> KernelChoice {
+    static K: OnceLock<KernelChoice> = OnceLock::new();
+    *K.get_or_init(|| {
+        let best = features().best_choice();
+        match std::env::var("KILN_KERNELS").ok().as_deref() {
+            Some("generic") => KernelChoice::Generic,
+            Some("avx2") => best.min(KernelChoice::Avx2),
+            Some("avx512") => best.min(KernelChoice::Avx512),
+            _ => best,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generic_always_supported_and_best_is_last() {
+        let f = features();
+        let c = f.supported_choices();
+        assert_eq!(c[0], KernelChoice::Generic);
+        assert_eq!(f.best_choice(), *c.last().unwrap());
+        assert!(c.contains(&kernel_choice()));
+    }
+}
