@@ -1,1 +1,181 @@
-//! f32 kernels used by the layers: norms, softmax, activations, dot products.
+//! f32 kernels used by the layers: norms, softmax, activations, rotary embedding, dot products.
+//!
+//! These are small next to the matmuls; they are written so the compiler vectorizes them.
+
+use half::f16;
+
+/// `out[i] = x[i] / rms(x) * weight[i]`, with `rms(x) = sqrt(mean(x²) + eps)`.
+/// Shapes: `x`, `weight` and `out` have the same length.
+pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+    debug_assert_eq!(x.len(), weight.len());
+    debug_assert_eq!(x.len(), out.len());
+    let sum: f64 = x.iter().map(|&v| (v as f64) * (v as f64)).sum();
+    let mean = (sum / x.len().max(1) as f64) as f32;
+    let scale = 1.0 / (mean + eps).sqrt();
+    for ((o, &v), &w) in out.iter_mut().zip(x).zip(weight) {
+        *o = v * scale * w;
+    }
+}
+
+/// In-place softmax over `x` (numerically stable); an empty slice is left alone.
+pub fn softmax_in_place(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if !max.is_finite() {
+        return;
+    }
+    let mut sum = 0.0f64;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v as f64;
+    }
+    let inv = (1.0 / sum) as f32;
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+}
+
+/// SiLU(x) = x · sigmoid(x).
+#[inline]
+pub fn silu(x: f32) -> f32 {
+    x / (1.0 + (-x).exp())
+}
+
+/// `gate[i] = silu(gate[i]) * up[i]` (the SwiGLU combination).
+pub fn silu_mul_in_place(gate: &mut [f32], up: &[f32]) {
+    for (g, &u) in gate.iter_mut().zip(up) {
+        *g = silu(*g) * u;
+    }
+}
+
+/// `a += b`.
+pub fn add_in_place(a: &mut [f32], b: &[f32]) {
+    for (x, &y) in a.iter_mut().zip(b) {
+        *x += y;
+    }
+}
+
+/// Dot product of two equal-length f32 slices (8 independent accumulators so it vectorizes).
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0.0f32; 16];
+    let chunks = n / 16;
+    for c in 0..chunks {
+        let (ca, cb) = (&a[c * 16..c * 16 + 16], &b[c * 16..c * 16 + 16]);
+        for i in 0..16 {
+            acc[i] = ca[i].mul_add(cb[i], acc[i]);
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for i in chunks * 16..n {
+        s += a[i] * b[i];
+    }
+    s
+}
+
+/// `y += alpha * x`.
+pub fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
+    for (o, &v) in y.iter_mut().zip(x) {
+        *o = alpha.mul_add(v, *o);
+    }
+}
+
+/// Rounds every value to the nearest f16 and back (models an f16 operand in f32 math).
+pub fn round_to_f16_in_place(x: &mut [f32]) {
+    for v in x.iter_mut() {
+        *v = f16::from_f32(*v).to_f32();
+    }
+}
+
+/// Converts f32 values to f16 (`src` and `dst` of equal length).
+pub fn f32_to_f16(src: &[f32], dst: &mut [f16]) {
+    use half::slice::HalfFloatSliceExt;
+    dst.convert_from_f32_slice(src);
+}
+
+/// Converts f16 values to f32 (`src` and `dst` of equal length).
+pub fn f16_to_f32(src: &[f16], dst: &mut [f32]) {
+    use half::slice::HalfFloatSliceExt;
+    src.convert_to_f32_slice(dst);
+}
+
+/// Precomputed rotary-embedding frequencies for the "normal" (adjacent pairs) layout that GGUF
+/// llama files use: pair `(x[2i], x[2i+1])` of a head rotates by `pos * base^(-2i/n_dims)`.
+#[derive(Debug, Clone)]
+pub struct Rope {
+    inv_freq: Vec<f32>,
+    head_dim: usize,
+}
+
+impl Rope {
+    /// `n_dims` (≤ `head_dim`, even) leading dimensions of each head are rotated.
+    pub fn new(head_dim: usize, n_dims: usize, freq_base: f32) -> Rope {
+        let n_dims = n_dims.min(head_dim) & !1;
+        let inv_freq = (0..n_dims / 2)
+            .map(|i| freq_base.powf(-2.0 * i as f32 / n_dims as f32))
+            .collect();
+        Rope { inv_freq, head_dim }
+    }
+
+    /// Rotates every head of `x` (a multiple of `head_dim` long) for position `pos`.
+    pub fn apply(&self, x: &mut [f32], pos: usize) {
+        let p = pos as f32;
+        for head in x.chunks_exact_mut(self.head_dim) {
+            for (i, &f) in self.inv_freq.iter().enumerate() {
+                let theta = p * f;
+                let (sin, cos) = theta.sin_cos();
+                let (a, b) = (head[2 * i], head[2 * i + 1]);
+                head[2 * i] = a * cos - b * sin;
+                head[2 * i + 1] = a * sin + b * cos;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rms_norm_unit_weight_gives_unit_rms() {
+        let x: Vec<f32> = (0..64).map(|i| (i as f32 - 30.0) * 0.37).collect();
+        let w = vec![1.0; 64];
+        let mut out = vec![0.0; 64];
+        rms_norm(&x, &w, 0.0, &mut out);
+        let ms: f32 = out.iter().map(|v| v * v).sum::<f32>() / 64.0;
+        assert!((ms - 1.0).abs() < 1e-5);
+    }
+
+    #[test]
+    fn softmax_sums_to_one_and_keeps_order() {
+        let mut x = vec![1.0, 3.0, -2.0, 0.5];
+        softmax_in_place(&mut x);
+        assert!((x.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert!(x[1] > x[0] && x[0] > x[3] && x[3] > x[2]);
+    }
+
+    #[test]
+    fn dot_matches_naive_on_odd_lengths() {
+        for n in [0, 1, 15, 16, 17, 63, 64, 65] {
+            let a: Vec<f32> = (0..n).map(|i| (i as f32 * 0.7).sin()).collect();
+            let b: Vec<f32> = (0..n).map(|i| (i as f32 * 0.3).cos()).collect();
+            let naive: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+            assert!((dot(&a, &b) - naive).abs() < 1e-4);
+        }
+    }
+
+    #[test]
+    fn rope_preserves_norm_and_is_identity_at_zero() {
+        let rope = Rope::new(8, 8, 10000.0);
+        let orig: Vec<f32> = (0..16).map(|i| i as f32 - 4.0).collect();
+        let mut x = orig.clone();
+        rope.apply(&mut x, 0);
+        assert_eq!(x, orig);
+        rope.apply(&mut x, 17);
+        for (h0, h1) in orig.chunks(2).zip(x.chunks(2)) {
+            let n0 = h0[0] * h0[0] + h0[1] * h0[1];
+            let n1 = h1[0] * h1[0] + h1[1] * h1[1];
+            assert!((n0 - n1).abs() < 1e-3);
+        }
+    }
+}
