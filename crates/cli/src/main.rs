@@ -1,1 +1,59 @@
-fn main() {}
+//! The `kiln` command: argument parsing and wiring of the library crates; exit codes.
+#![forbid(unsafe_code)]
+
+mod chat;
+mod common;
+mod inspect;
+mod perplexity;
+mod pull;
+mod run;
+mod tokenize;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "kiln",
+    version,
+    about = "Run, measure and shrink LLMs on ordinary CPUs"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Download a known model into the model cache.
+    Pull(pull::PullArgs),
+    /// Generate text for one prompt (stdout: only the generated text).
+    Run(run::RunArgs),
+    /// Interactive multi-turn chat that keeps the KV cache between turns.
+    Chat(chat::ChatArgs),
+    /// Print the token ids of a text.
+    Tokenize(tokenize::TokenizeArgs),
+    /// Perplexity of a text file (llama-perplexity protocol).
+    Perplexity(perplexity::PerplexityArgs),
+    /// Show a GGUF file's metadata and tensors.
+    Inspect(inspect::InspectArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Pull(a) => pull::main(a),
+        Command::Run(a) => run::main(a),
+        Command::Chat(a) => chat::main(a),
+        Command::Tokenize(a) => tokenize::main(a),
+        Command::Perplexity(a) => perplexity::main(a),
+        Command::Inspect(a) => inspect::main(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,1 +1,103 @@
-//! kiln-engine.
+//! kiln-engine: a loaded model with its tokenizer and threads — sessions, the generate loop
+//! with streaming, chat turns that reuse the KV cache, and perplexity evaluation.
+#![forbid(unsafe_code)]
+
+pub mod generate;
+pub mod perplexity;
+
+pub use generate::{GenerateOptions, GenerationStats, Session, StopReason};
+pub use perplexity::{PerplexityOptions, PerplexityReport};
+
+use kiln_gguf::GgufFile;
+use kiln_kvcache::KvDtype;
+use kiln_models::{Llama, ModelError};
+use kiln_tensor::ThreadPool;
+use kiln_tokenizer::Tokenizer;
+use std::path::Path;
+use std::sync::Arc;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum EngineError {
+    #[error("{path}: {source}")]
+    Open {
+        path: String,
+        #[source]
+        source: kiln_gguf::GgufError,
+    },
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Tokenizer(#[from] kiln_tokenizer::TokenizerError),
+    #[error(transparent)]
+    Sampler(#[from] kiln_sampler::SamplerError),
+    #[error("the prompt has {prompt} tokens but the context holds {n_ctx} (use a larger --ctx or a shorter prompt)")]
+    PromptTooLong { prompt: usize, n_ctx: usize },
+    #[error("the prompt is empty")]
+    EmptyPrompt,
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A model ready to run: weights, tokenizer and the worker threads that compute with them.
+pub struct Engine {
+    model: Arc<Llama>,
+    tokenizer: Arc<Tokenizer>,
+    pool: ThreadPool,
+}
+
+impl Engine {
+    /// Opens a GGUF file (memory-mapped) and builds model and tokenizer; `threads` = 0 uses
+    /// every available core.
+    pub fn load(path: &Path, threads: usize) -> Result<Engine, EngineError> {
+        let file = GgufFile::open(path).map_err(|source| EngineError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_gguf(Arc::new(file), threads)
+    }
+
+    pub fn from_gguf(file: Arc<GgufFile>, threads: usize) -> Result<Engine, EngineError> {
+        let tokenizer = Tokenizer::from_gguf(&file)?;
+        let model = Llama::load(file)?;
+        if tokenizer.n_vocab() > model.config().n_vocab {
+            return Err(EngineError::Invalid(format!(
+                "the tokenizer has {} tokens but the model only {}",
+                tokenizer.n_vocab(),
+                model.config().n_vocab
+            )));
+        }
+        Ok(Engine {
+            model: Arc::new(model),
+            tokenizer: Arc::new(tokenizer),
+            pool: ThreadPool::new(threads),
+        })
+    }
+
+    pub fn model(&self) -> &Llama {
+        &self.model
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    pub fn pool(&self) -> &ThreadPool {
+        &self.pool
+    }
+
+    pub fn n_threads(&self) -> usize {
+        self.pool.n_threads()
+    }
+
+    /// A new conversation/sequence with room for `n_ctx` tokens (0 = the model's training
+    /// context).
+    pub fn new_session(&self, n_ctx: usize, kv: KvDtype) -> Result<Session, EngineError> {
+        let n_ctx = if n_ctx == 0 {
+            self.model.config().n_ctx_train
+        } else {
+            n_ctx
+        };
+        Ok(Session::new(self.model.new_state(n_ctx, kv)?))
+    }
+}

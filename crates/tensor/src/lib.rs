@@ -1,7 +1,9 @@
 //! kiln-tensor: CPU feature detection, the worker thread pool and f32/f16 kernels shared by every crate.
+pub mod bytes;
 pub mod cpu;
 pub mod ops;
 pub mod pool;
 
+pub use bytes::{ByteSource, SharedBytes};
 pub use cpu::{features, CpuFeatures, KernelChoice};
 pub use pool::ThreadPool;

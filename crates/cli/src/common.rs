@@ -1,0 +1,136 @@
+//! Options shared by the model-running commands and how they become an `Engine`.
+
+use anyhow::{Context, Result};
+use clap::Args;
+use kiln_engine::Engine;
+use kiln_kvcache::KvDtype;
+use kiln_sampler::SamplingParams;
+use std::path::PathBuf;
+
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// A GGUF file path or a known model name (see `kiln pull --list`); default: the default model.
+    #[arg(long, short = 'm')]
+    pub model: Option<String>,
+    /// Worker threads (default: all cores).
+    #[arg(long, short = 't', default_value_t = 0)]
+    pub threads: usize,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ContextArgs {
+    /// Context size in tokens (default: the model's training context).
+    #[arg(long, short = 'c', default_value_t = 0)]
+    pub ctx: usize,
+    /// KV cache element type: f16 or f32.
+    #[arg(long, default_value = "f16", value_parser = parse_kv)]
+    pub kv_type: KvDtype,
+}
+
+fn parse_kv(s: &str) -> Result<KvDtype, String> {
+    KvDtype::from_name(s).ok_or_else(|| format!("unknown KV type {s:?} (use f16 or f32)"))
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SamplingArgs {
+    /// Maximum tokens to generate.
+    #[arg(long, short = 'n', default_value_t = 256)]
+    pub max_tokens: usize,
+    /// Temperature; 0 = greedy.
+    #[arg(long, default_value_t = 0.8)]
+    pub temperature: f32,
+    /// Keep the K most likely tokens (0 = off).
+    #[arg(long, default_value_t = 40)]
+    pub top_k: usize,
+    /// Nucleus sampling mass (1 = off).
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f32,
+    /// Drop tokens below P × the top probability (0 = off).
+    #[arg(long, default_value_t = 0.05)]
+    pub min_p: f32,
+    /// Penalty for repeating recent tokens (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    pub repeat_penalty: f32,
+    /// Random seed (default: a fresh one, printed on stderr).
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+impl SamplingArgs {
+    pub fn params(&self) -> SamplingParams {
+        let seed = self.seed.unwrap_or_else(fresh_seed);
+        SamplingParams {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repeat_penalty: self.repeat_penalty,
+            seed,
+            ..SamplingParams::default()
+        }
+    }
+}
+
+fn fresh_seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ (u64::from(std::process::id()) << 32)
+}
+
+/// Resolves `--model` to a file: an existing path, or a known model name pulled on demand.
+pub fn resolve_model(model: Option<&str>) -> Result<PathBuf> {
+    match model {
+        Some(m) => {
+            let p = PathBuf::from(m);
+            if p.exists() {
+                return Ok(p);
+            }
+            match crate::pull::find_known(m) {
+                Some(known) => crate::pull::ensure(known),
+                None => anyhow::bail!(
+                    "{m}: no such file, and not a known model name (known: {})",
+                    crate::pull::known_names()
+                ),
+            }
+        }
+        None => crate::pull::ensure(crate::pull::default_model()),
+    }
+}
+
+pub fn load_engine(args: &ModelArgs) -> Result<Engine> {
+    let path = resolve_model(args.model.as_deref())?;
+    let start = std::time::Instant::now();
+    let engine =
+        Engine::load(&path, args.threads).with_context(|| format!("loading {}", path.display()))?;
+    let c = engine.model().config();
+    eprintln!(
+        "kiln: {} ({}, {} layers, d_model {}, vocab {}) loaded in {:.0} ms; {} threads, {} kernels",
+        path.file_name().map_or_else(
+            || path.display().to_string(),
+            |n| n.to_string_lossy().into_owned()
+        ),
+        c.architecture,
+        c.n_layer,
+        c.n_embd,
+        c.n_vocab,
+        start.elapsed().as_secs_f64() * 1e3,
+        engine.n_threads(),
+        kiln_tensor::cpu::kernel_choice().name(),
+    );
+    Ok(engine)
+}
+
+/// Tokenizes a prompt the way the model expects: BOS only if the metadata asks for it and
+/// the text does not already start with it; control tokens in the text are honoured.
+pub fn encode_prompt(engine: &Engine, text: &str) -> Vec<u32> {
+    let tok = engine.tokenizer();
+    let starts_with_bos = tok
+        .bos()
+        .map(|b| {
+            let bos_text = String::from_utf8_lossy(tok.token_bytes(b)).into_owned();
+            !bos_text.is_empty() && text.starts_with(&bos_text)
+        })
+        .unwrap_or(false);
+    tok.encode(text, !starts_with_bos, true)
+}

@@ -1,0 +1,295 @@
+//! The `kiln` binary's contract: stdout carries only results, diagnostics go to stderr, bad
+//! input exits non-zero with a clear message (never a panic).
+
+use kiln_models::tiny::{write_tiny_llama, TinySpec};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn kiln(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(args)
+        .env(
+            "KILN_MODELS_DIR",
+            std::env::temp_dir().join("kiln-cli-test-no-models"),
+        )
+        .output()
+        .expect("kiln runs")
+}
+
+fn tiny_model(dir: &Path) -> PathBuf {
+    let path = dir.join("tiny.gguf");
+    std::fs::write(&path, write_tiny_llama(&TinySpec::default()).unwrap()).unwrap();
+    path
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn assert_clean_failure(o: &Output, needle: &str) {
+    let err = stderr(o);
+    assert!(!o.status.success(), "expected failure, stderr: {err}");
+    assert_eq!(o.status.code(), Some(1), "stderr: {err}");
+    assert!(err.contains("error:"), "stderr: {err}");
+    assert!(err.contains(needle), "stderr lacks {needle:?}: {err}");
+    assert!(!err.contains("panicked"), "panic: {err}");
+}
+
+#[test]
+fn run_streams_only_generated_text_to_stdout() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let m = model.to_str().unwrap();
+    let args = [
+        "run",
+        "--model",
+        m,
+        "--raw",
+        "--prompt",
+        "hello there",
+        "--temperature",
+        "0",
+        "--max-tokens",
+        "6",
+        "--threads",
+        "2",
+    ];
+    let a = kiln(&args);
+    assert!(a.status.success(), "{}", stderr(&a));
+    let b = kiln(&args);
+    assert_eq!(stdout(&a), stdout(&b), "greedy output is deterministic");
+    assert!(
+        stderr(&a).contains("tok/s"),
+        "timing line on stderr: {}",
+        stderr(&a)
+    );
+    assert!(
+        !stdout(&a).contains("kiln:"),
+        "diagnostics leaked to stdout"
+    );
+
+    // Seeded sampling is reproducible too.
+    let seeded = [
+        "run",
+        "--model",
+        m,
+        "--prompt",
+        "hi",
+        "--temperature",
+        "1.0",
+        "--seed",
+        "3",
+        "--max-tokens",
+        "8",
+    ];
+    assert_eq!(stdout(&kiln(&seeded)), stdout(&kiln(&seeded)));
+}
+
+#[test]
+fn tokenize_prints_ids_on_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let o = kiln(&[
+        "tokenize",
+        "--model",
+        model.to_str().unwrap(),
+        "--prompt",
+        "hello<|im_end|>",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let ids: Vec<u32> = out.trim().split(' ').map(|s| s.parse().unwrap()).collect();
+    // "he" "ll" merge to "hell" (one token), then "o", then the control token as one id.
+    assert_eq!(ids.len(), 3, "{out}");
+    assert_eq!(out.lines().count(), 1);
+}
+
+#[test]
+fn inspect_lists_metadata_tensors_and_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let o = kiln(&["inspect", model.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    for needle in [
+        "general.architecture",
+        "blk.1.ffn_down.weight",
+        "q4_K",
+        "parameters:",
+        "bytes per type",
+    ] {
+        assert!(out.contains(needle), "inspect output lacks {needle}: {out}");
+    }
+}
+
+#[test]
+fn perplexity_prints_the_final_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let text = dir.path().join("text.txt");
+    std::fs::write(
+        &text,
+        "the quick brown fox jumps over the lazy dog. ".repeat(20),
+    )
+    .unwrap();
+    let o = kiln(&[
+        "perplexity",
+        "--model",
+        model.to_str().unwrap(),
+        "--file",
+        text.to_str().unwrap(),
+        "--ctx",
+        "64",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let last = stdout(&o).lines().last().unwrap_or_default().to_string();
+    assert!(
+        last.starts_with("PPL = ") && last.contains(" +/- "),
+        "{last}"
+    );
+}
+
+#[test]
+fn bad_inputs_fail_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let m = model.to_str().unwrap();
+
+    assert_clean_failure(
+        &kiln(&["run", "--model", "/no/such/file.gguf", "--prompt", "x"]),
+        "no such file",
+    );
+
+    let bytes = std::fs::read(&model).unwrap();
+    let truncated = dir.path().join("truncated.gguf");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    assert_clean_failure(
+        &kiln(&[
+            "run",
+            "--model",
+            truncated.to_str().unwrap(),
+            "--prompt",
+            "x",
+        ]),
+        "truncated.gguf",
+    );
+
+    let not_gguf = dir.path().join("text.gguf");
+    std::fs::write(&not_gguf, "this is not a model").unwrap();
+    assert_clean_failure(&kiln(&["inspect", not_gguf.to_str().unwrap()]), "error");
+
+    let long_prompt = "word ".repeat(400);
+    assert_clean_failure(
+        &kiln(&[
+            "run",
+            "--model",
+            m,
+            "--raw",
+            "--prompt",
+            &long_prompt,
+            "--ctx",
+            "64",
+        ]),
+        "context",
+    );
+
+    assert_clean_failure(
+        &kiln(&["perplexity", "--model", m, "--file", "/no/such/text"]),
+        "/no/such/text",
+    );
+}
+
+fn real_model() -> PathBuf {
+    let path = std::env::var_os("KILN_TEST_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache/kiln/models/SmolLM2-135M-Instruct.Q4_1.gguf")
+        });
+    assert!(
+        path.exists(),
+        "the real model is missing at {} — run `kiln pull` first",
+        path.display()
+    );
+    path
+}
+
+#[test]
+fn real_model_raw_greedy_run_matches_llama_cpp_start() {
+    let model = real_model();
+    let o = kiln(&[
+        "run",
+        "--model",
+        model.to_str().unwrap(),
+        "--raw",
+        "--prompt",
+        "The capital of France is",
+        "--temperature",
+        "0",
+        "--max-tokens",
+        "4",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // llama.cpp's greedy continuation starts " Paris.\n\n" (reference greedy.jsonl).
+    assert_eq!(
+        stdout(&o),
+        " Paris.\n\n\n",
+        "stdout carries only the generated text plus a final newline"
+    );
+    let o = kiln(&[
+        "tokenize",
+        "--model",
+        model.to_str().unwrap(),
+        "--prompt",
+        "The capital of France is",
+    ]);
+    assert_eq!(stdout(&o).trim(), "504 3575 282 4649 314");
+}
+
+#[test]
+fn chat_keeps_the_kv_cache_between_turns() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args([
+            "chat",
+            "--model",
+            model.to_str().unwrap(),
+            "--verbose",
+            "--temperature",
+            "0",
+            "--max-tokens",
+            "5",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"hello\nhow are you\n/exit\n")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let timings: Vec<String> = stderr(&o)
+        .lines()
+        .filter(|l| l.contains("cached)"))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(timings.len(), 2, "{}", stderr(&o));
+    assert!(timings[0].contains("(0 cached)"), "{}", timings[0]);
+    assert!(
+        !timings[1].contains("(0 cached)"),
+        "second turn reuses the cache: {}",
+        timings[1]
+    );
+}

@@ -1,0 +1,35 @@
+//! `RmsNorm`: root-mean-square normalisation with a learned per-channel scale.
+
+use crate::NnError;
+
+#[derive(Debug, Clone)]
+pub struct RmsNorm {
+    weight: Vec<f32>,
+    eps: f32,
+}
+
+impl RmsNorm {
+    pub fn new(weight: Vec<f32>, eps: f32) -> RmsNorm {
+        RmsNorm { weight, eps }
+    }
+
+    pub fn dim(&self) -> usize {
+        self.weight.len()
+    }
+
+    /// Normalises every row of `x` (rows of `dim` values) into `out` (same shape).
+    pub fn forward(&self, x: &[f32], out: &mut [f32]) -> Result<(), NnError> {
+        let d = self.weight.len();
+        if d == 0 || x.len() != out.len() || x.len() % d != 0 {
+            return Err(NnError::Shape {
+                layer: "rms_norm".into(),
+                expected: d,
+                got: x.len(),
+            });
+        }
+        for (xr, or) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+            kiln_tensor::ops::rms_norm(xr, &self.weight, self.eps, or);
+        }
+        Ok(())
+    }
+}
