@@ -134,3 +134,13 @@ pub fn encode_prompt(engine: &Engine, text: &str) -> Vec<u32> {
         .unwrap_or(false);
     tok.encode(text, !starts_with_bos, true)
 }
+
+/// Writes `text` to stdout. A closed pipe (`kiln inspect … | head`) is not an error.
+pub fn print_stdout(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("writing to stdout"),
+    }
+}

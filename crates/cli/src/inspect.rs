@@ -5,6 +5,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use kiln_gguf::{GgufFile, Value};
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 
 #[derive(Args, Debug)]
 pub struct InspectArgs {
@@ -21,20 +22,22 @@ const ARRAY_PREVIEW: usize = 8;
 pub fn main(args: InspectArgs) -> Result<()> {
     let path = resolve_model(Some(&args.model))?;
     let file = GgufFile::open(&path).with_context(|| format!("opening {}", path.display()))?;
-    println!("file: {}", path.display());
-    println!(
+    let mut out = String::new();
+    writeln!(out, "file: {}", path.display())?;
+    writeln!(
+        out,
         "GGUF v{}, {} metadata keys, {} tensors, alignment {}, data at byte {}",
         file.version(),
         file.metadata().len(),
         file.tensors().len(),
         file.alignment(),
         file.data_offset()
-    );
-    println!("\nmetadata:");
+    )?;
+    writeln!(out, "\nmetadata:")?;
     for (key, value) in file.metadata() {
-        println!("  {key} = {}", show(value, args.full));
+        writeln!(out, "  {key} = {}", show(value, args.full))?;
     }
-    println!("\ntensors:");
+    writeln!(out, "\ntensors:")?;
     let mut by_type: BTreeMap<&str, (u64, u64, usize)> = BTreeMap::new();
     let mut params = 0u64;
     for t in file.tensors() {
@@ -44,17 +47,24 @@ pub fn main(args: InspectArgs) -> Result<()> {
         e.0 += n;
         e.1 += t.n_bytes;
         e.2 += 1;
-        println!("  {:<32} {:<6} {:?}", t.name, t.ggml_type.name(), t.dims);
+        writeln!(
+            out,
+            "  {:<32} {:<6} {:?}",
+            t.name,
+            t.ggml_type.name(),
+            t.dims
+        )?;
     }
-    println!("\nparameters: {params} ({:.1} M)", params as f64 / 1e6);
-    println!("bytes per type:");
+    writeln!(out, "\nparameters: {params} ({:.1} M)", params as f64 / 1e6)?;
+    writeln!(out, "bytes per type:")?;
     for (ty, (n, bytes, count)) in by_type {
-        println!(
+        writeln!(
+            out,
             "  {ty:<6} {count:>4} tensors {n:>12} elements {bytes:>12} bytes ({:.2} bits/weight)",
             bytes as f64 * 8.0 / n.max(1) as f64
-        );
+        )?;
     }
-    Ok(())
+    crate::common::print_stdout(&out)
 }
 
 fn show(v: &Value, full: bool) -> String {
@@ -72,7 +82,14 @@ fn show(v: &Value, full: bool) -> String {
             }
             format!("[{}]", parts.join(", "))
         }
-        other => format!("{other:?}"),
+        Value::Bool(b) => b.to_string(),
+        Value::F32(x) => x.to_string(),
+        Value::F64(x) => x.to_string(),
+        other => other
+            .as_i64()
+            .map(|i| i.to_string())
+            .or_else(|| other.as_u64().map(|u| u.to_string()))
+            .unwrap_or_else(|| format!("{other:?}")),
     }
 }
 

@@ -65,6 +65,8 @@ pub fn main(args: PerplexityArgs) -> Result<()> {
         secs,
         (report.n_chunks * args.ctx) as f64 / secs
     );
-    println!("PPL = {:.4} +/- {:.5}", report.ppl, report.ppl_stderr);
-    Ok(())
+    crate::common::print_stdout(&format!(
+        "PPL = {:.4} +/- {:.5}\n",
+        report.ppl, report.ppl_stderr
+    ))
 }

