@@ -1,6 +1,7 @@
 //! The `kiln` command: argument parsing and wiring of the library crates; exit codes.
 #![forbid(unsafe_code)]
 
+mod bench;
 mod chat;
 mod common;
 mod inspect;
@@ -37,6 +38,8 @@ enum Command {
     Perplexity(perplexity::PerplexityArgs),
     /// Show a GGUF file's metadata and tensors.
     Inspect(inspect::InspectArgs),
+    /// Measure prompt-processing and generation speed (llama-bench style).
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +51,7 @@ fn main() -> ExitCode {
         Command::Tokenize(a) => tokenize::main(a),
         Command::Perplexity(a) => perplexity::main(a),
         Command::Inspect(a) => inspect::main(a),
+        Command::Bench(a) => bench::main(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,6 +2,7 @@
 //! with streaming, chat turns that reuse the KV cache, and perplexity evaluation.
 #![forbid(unsafe_code)]
 
+pub mod bench;
 pub mod generate;
 pub mod perplexity;
 

@@ -1,9 +1,14 @@
 //! A persistent worker pool for per-operation parallelism: workers spin briefly, then park.
 //!
-//! One `run` call hands the same closure to every participant (the caller is participant 0)
-//! and returns when all have finished. No thread is spawned per operation; between closely
-//! spaced operations (the matmuls of one decode step) workers stay hot by spinning, and after
-//! a short idle period they sleep on a condition variable so an idle process costs no CPU.
+//! One job hands the same closure to every participant (the caller is participant 0). No
+//! thread is spawned per operation; between closely spaced operations (the matmuls of one
+//! decode step) workers stay hot by spinning, and after a short idle period they sleep on a
+//! condition variable so an idle process costs no CPU.
+//!
+//! Two kinds of job: `run` guarantees every participant runs the closure (static work
+//! splits), `par_for` hands out items dynamically and does not wait for a worker that has not
+//! joined by the time all items are done — so a worker the OS has descheduled (more threads
+//! than free cores) delays nothing.
 
 use std::cell::UnsafeCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -12,35 +17,46 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
 /// How many spin iterations a worker waits for the next job before parking.
-const SPIN_ITERATIONS: u32 = 1 << 16;
+const SPIN_ITERATIONS: u32 = 1 << 15;
 
 type Job = dyn Fn(usize, usize) + Sync;
 
+#[derive(Clone, Copy)]
+struct JobSlot {
+    f: *const Job,
+    /// Every worker must run it (and count down `pending`).
+    must_run: bool,
+}
+
 struct Shared {
-    /// Bumped once per `run`; workers compare it with the last generation they served.
+    /// Bumped once per job; workers compare it with the last generation they saw.
     generation: AtomicUsize,
-    /// Workers still running the current job.
+    /// The generation whose job may still be joined (0: none).
+    open: AtomicUsize,
+    /// Workers between registering for a job and being done with it.
+    readers: AtomicUsize,
+    /// Workers still owing a `must_run` job.
     pending: AtomicUsize,
     /// Workers blocked (or about to block) on `wake`.
     sleepers: AtomicUsize,
     shutdown: AtomicBool,
     panicked: AtomicBool,
-    /// The current job, valid from a generation bump until `pending` returns to zero.
-    job: UnsafeCell<Option<*const Job>>,
+    /// The current job; written only while `open` is 0 and `readers` is 0.
+    job: UnsafeCell<Option<JobSlot>>,
     lock: Mutex<()>,
     wake: Condvar,
     n_threads: usize,
 }
 
-// SAFETY: `job` is written only by the thread holding `ThreadPool::run_lock`, before the
-// generation bump (release) that publishes it, and read by workers only after observing that
-// bump (acquire) and before decrementing `pending`; `run` does not return (and so does not
-// invalidate the closure or write `job` again) until `pending` is zero.
+// SAFETY: `job` is written only by the thread holding `ThreadPool::run_lock`, while no job is
+// open and no worker is registered in `readers`; a worker reads it only after registering in
+// `readers` and then observing `open == generation` (SeqCst), and the writer closes `open`
+// and waits for `readers == 0` before it invalidates the closure or writes `job` again.
 unsafe impl Sync for Shared {}
 // SAFETY: see the Sync impl; the raw job pointer is only dereferenced under that protocol.
 unsafe impl Send for Shared {}
 
-/// Fixed set of worker threads; `run` executes one closure on all of them.
+/// Fixed set of worker threads; `run` and `par_for` execute one closure on all of them.
 pub struct ThreadPool {
     shared: Arc<Shared>,
     workers: Vec<JoinHandle<()>>,
@@ -58,6 +74,8 @@ impl ThreadPool {
         };
         let shared = Arc::new(Shared {
             generation: AtomicUsize::new(0),
+            open: AtomicUsize::new(0),
+            readers: AtomicUsize::new(0),
             pending: AtomicUsize::new(0),
             sleepers: AtomicUsize::new(0),
             shutdown: AtomicBool::new(false),
@@ -78,7 +96,6 @@ impl ThreadPool {
             .collect::<Vec<_>>();
         if workers.len() + 1 != n_threads {
             // The OS refused a thread: release the ones we got and run serially.
-            shared.shutdown.store(true, Ordering::SeqCst);
             drop(ThreadPool {
                 shared,
                 workers,
@@ -102,48 +119,77 @@ impl ThreadPool {
     /// (index 0 on the caller) and returns when all calls have returned. A panic in any call is
     /// re-raised here after all participants finished.
     pub fn run<F: Fn(usize, usize) + Sync>(&self, f: F) {
-        let n = self.shared.n_threads;
+        self.run_job(&f, true);
+    }
+
+    /// Calls `f(item)` for every item in `0..n_items`, spreading items over the participants
+    /// as they become free; returns when all items are done.
+    pub fn par_for<F: Fn(usize) + Sync>(&self, n_items: usize, f: F) {
+        if n_items == 0 {
+            return;
+        }
+        if self.shared.n_threads == 1 || n_items == 1 {
+            (0..n_items).for_each(f);
+            return;
+        }
+        let next = AtomicUsize::new(0);
+        self.run_job(
+            &|_, _| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n_items {
+                    break;
+                }
+                f(i);
+            },
+            false,
+        );
+    }
+
+    fn run_job(&self, f: &(dyn Fn(usize, usize) + Sync + '_), must_run: bool) {
+        let sh = &*self.shared;
+        let n = sh.n_threads;
         if n == 1 {
             f(0, 1);
             return;
         }
         let _guard = self.run_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let job: &(dyn Fn(usize, usize) + Sync + '_) = &f;
-        // SAFETY: lifetime erasure only; the pointer is not used after `pending` reaches zero,
-        // which happens before this function returns (see the Sync impl on Shared).
-        let job_ptr: *const Job = unsafe {
-            std::mem::transmute::<&(dyn Fn(usize, usize) + Sync + '_), &'static Job>(job)
+        // SAFETY: lifetime erasure only; the pointer is not used after `open` is closed and
+        // `readers` drained, which happens before this function returns.
+        let job_ptr: *const Job =
+            unsafe { std::mem::transmute::<&(dyn Fn(usize, usize) + Sync + '_), &'static Job>(f) };
+        // SAFETY: no job is open and no worker is registered (previous job drained).
+        unsafe {
+            *sh.job.get() = Some(JobSlot {
+                f: job_ptr,
+                must_run,
+            })
         };
-        // SAFETY: no worker reads `job` until the generation bump below.
-        unsafe { *self.shared.job.get() = Some(job_ptr) };
-        self.shared.pending.store(n - 1, Ordering::SeqCst);
-        self.shared.generation.fetch_add(1, Ordering::SeqCst);
-        if self.shared.sleepers.load(Ordering::SeqCst) > 0 {
-            let _l = self.shared.lock.lock().unwrap_or_else(|e| e.into_inner());
-            self.shared.wake.notify_all();
+        let g = sh.generation.load(Ordering::Relaxed).wrapping_add(1).max(1);
+        if must_run {
+            sh.pending.store(n - 1, Ordering::SeqCst);
+        }
+        sh.open.store(g, Ordering::SeqCst);
+        sh.generation.store(g, Ordering::SeqCst);
+        if sh.sleepers.load(Ordering::SeqCst) > 0 {
+            let _l = sh.lock.lock().unwrap_or_else(|e| e.into_inner());
+            sh.wake.notify_all();
         }
         let caller = catch_unwind(AssertUnwindSafe(|| f(0, n)));
-        let mut spins = 0u32;
-        while self.shared.pending.load(Ordering::Acquire) != 0 {
-            if spins < SPIN_ITERATIONS {
-                std::hint::spin_loop();
-                spins += 1;
-            } else {
-                std::thread::yield_now();
-            }
+        if must_run {
+            wait_until_zero(&sh.pending);
         }
-        // SAFETY: all workers are done with the job.
-        unsafe { *self.shared.job.get() = None };
+        sh.open.store(0, Ordering::SeqCst);
+        wait_until_zero(&sh.readers);
+        // SAFETY: the job is closed and no worker is registered.
+        unsafe { *sh.job.get() = None };
         if let Err(p) = caller {
             std::panic::resume_unwind(p);
         }
-        if self.shared.panicked.swap(false, Ordering::SeqCst) {
+        if sh.panicked.swap(false, Ordering::SeqCst) {
             panic!("a kiln worker thread panicked while running a pool job");
         }
     }
-}
 
-impl ThreadPool {
     /// Splits `data` into consecutive chunks of `chunk_len` elements (the last may be shorter)
     /// and calls `f(chunk_index, chunk)` for each, spreading chunks over the pool's threads.
     pub fn par_chunks_mut<T: Send, F: Fn(usize, &mut [T]) + Sync>(
@@ -154,26 +200,30 @@ impl ThreadPool {
     ) {
         let chunk_len = chunk_len.max(1);
         let n_chunks = data.len().div_ceil(chunk_len);
-        if n_chunks == 0 {
-            return;
-        }
         let len = data.len();
         let base = SendPtr(data.as_mut_ptr());
-        let next = AtomicUsize::new(0);
-        self.run(|_, _| loop {
-            let c = next.fetch_add(1, Ordering::Relaxed);
-            if c >= n_chunks {
-                break;
-            }
+        self.par_for(n_chunks, |c| {
             let start = c * chunk_len;
             let end = (start + chunk_len).min(len);
             let base = &base;
-            // SAFETY: each chunk index is claimed by exactly one participant (atomic counter),
-            // chunks are disjoint sub-ranges of `data`, and `data` is mutably borrowed for the
-            // whole `run`, which returns only after every participant finished.
+            // SAFETY: each chunk index is handed out exactly once, chunks are disjoint
+            // sub-ranges of `data`, and `data` is mutably borrowed for the whole call, which
+            // returns only after every chunk is done.
             let chunk = unsafe { std::slice::from_raw_parts_mut(base.0.add(start), end - start) };
             f(c, chunk);
         });
+    }
+}
+
+fn wait_until_zero(counter: &AtomicUsize) {
+    let mut spins = 0u32;
+    while counter.load(Ordering::SeqCst) != 0 {
+        if spins < SPIN_ITERATIONS {
+            std::hint::spin_loop();
+            spins += 1;
+        } else {
+            std::thread::yield_now();
+        }
     }
 }
 
@@ -181,13 +231,13 @@ struct SendPtr<T>(*mut T);
 // SAFETY: used only to hand disjoint sub-slices of one `&mut [T]` to pool participants.
 unsafe impl<T: Send> Sync for SendPtr<T> {}
 
-fn worker_loop(shared: &Shared, index: usize) {
+fn worker_loop(sh: &Shared, index: usize) {
     let mut seen = 0usize;
     loop {
         let mut spins = 0u32;
-        let generation = loop {
-            let g = shared.generation.load(Ordering::Acquire);
-            if g != seen || shared.shutdown.load(Ordering::Acquire) {
+        let g = loop {
+            let g = sh.generation.load(Ordering::Acquire);
+            if g != seen || sh.shutdown.load(Ordering::Acquire) {
                 break g;
             }
             if spins < SPIN_ITERATIONS {
@@ -195,32 +245,37 @@ fn worker_loop(shared: &Shared, index: usize) {
                 spins += 1;
                 continue;
             }
-            shared.sleepers.fetch_add(1, Ordering::SeqCst);
-            let mut guard = shared.lock.lock().unwrap_or_else(|e| e.into_inner());
-            while shared.generation.load(Ordering::SeqCst) == seen
-                && !shared.shutdown.load(Ordering::SeqCst)
+            sh.sleepers.fetch_add(1, Ordering::SeqCst);
+            let mut guard = sh.lock.lock().unwrap_or_else(|e| e.into_inner());
+            while sh.generation.load(Ordering::SeqCst) == seen
+                && !sh.shutdown.load(Ordering::SeqCst)
             {
-                guard = shared.wake.wait(guard).unwrap_or_else(|e| e.into_inner());
+                guard = sh.wake.wait(guard).unwrap_or_else(|e| e.into_inner());
             }
             drop(guard);
-            shared.sleepers.fetch_sub(1, Ordering::SeqCst);
+            sh.sleepers.fetch_sub(1, Ordering::SeqCst);
             spins = 0;
         };
-        if shared.shutdown.load(Ordering::Acquire) {
+        if sh.shutdown.load(Ordering::Acquire) {
             return;
         }
-        seen = generation;
-        // SAFETY: the generation bump published `job`; it stays valid until we decrement
-        // `pending` below.
-        let job = unsafe { *shared.job.get() };
-        if let Some(job) = job {
-            // SAFETY: see above; the closure outlives this call.
-            let f = unsafe { &*job };
-            if catch_unwind(AssertUnwindSafe(|| f(index, shared.n_threads))).is_err() {
-                shared.panicked.store(true, Ordering::SeqCst);
+        seen = g;
+        sh.readers.fetch_add(1, Ordering::SeqCst);
+        if sh.open.load(Ordering::SeqCst) == g {
+            // SAFETY: registered in `readers` and the job of generation `g` is open, so the
+            // slot holds that job and stays valid until we deregister.
+            if let Some(slot) = unsafe { *sh.job.get() } {
+                // SAFETY: as above; the closure outlives this call.
+                let f = unsafe { &*slot.f };
+                if catch_unwind(AssertUnwindSafe(|| f(index, sh.n_threads))).is_err() {
+                    sh.panicked.store(true, Ordering::SeqCst);
+                }
+                if slot.must_run {
+                    sh.pending.fetch_sub(1, Ordering::SeqCst);
+                }
             }
         }
-        shared.pending.fetch_sub(1, Ordering::Release);
+        sh.readers.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -317,6 +372,32 @@ mod tests {
         for (i, x) in v.iter().enumerate() {
             assert_eq!(*x, i as u32 + 1);
         }
+    }
+
+    #[test]
+    fn par_for_runs_every_item_once_even_when_oversubscribed() {
+        // More busy threads than cores: late workers must not lose or repeat items.
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| {
+                    let pool = ThreadPool::new(3);
+                    for round in 0..200usize {
+                        let n = round % 37;
+                        let hits: Vec<AtomicU64> = (0..n).map(|_| AtomicU64::new(0)).collect();
+                        pool.par_for(n, |i| {
+                            hits[i].fetch_add(1, Ordering::Relaxed);
+                        });
+                        assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1));
+                        // Static jobs interleaved with dynamic ones still reach every index.
+                        let seen = AtomicU64::new(0);
+                        pool.run(|i, _| {
+                            seen.fetch_or(1 << i, Ordering::Relaxed);
+                        });
+                        assert_eq!(seen.load(Ordering::Relaxed), 0b111);
+                    }
+                });
+            }
+        });
     }
 
     #[test]

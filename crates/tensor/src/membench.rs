@@ -1,0 +1,85 @@
+//! Measures this machine's memory read bandwidth (a streaming sum over a buffer much larger
+//! than the caches), the denominator of decode bandwidth utilisation.
+
+use crate::pool::{split_range, ThreadPool};
+use std::time::Instant;
+
+/// Sums `data` with independent accumulators so loads, not adds, limit the speed.
+#[inline(always)]
+fn sum_chunk(data: &[u64]) -> u64 {
+    let mut acc = [0u64; 16];
+    let mut chunks = data.chunks_exact(16);
+    for c in &mut chunks {
+        for i in 0..16 {
+            acc[i] = acc[i].wrapping_add(c[i]);
+        }
+    }
+    let tail: u64 = chunks.remainder().iter().fold(0, |a, &b| a.wrapping_add(b));
+    acc.iter().fold(tail, |a, &b| a.wrapping_add(b))
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn sum_chunk_avx512(data: &[u64]) -> u64 {
+    sum_chunk(data)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn sum_chunk_avx2(data: &[u64]) -> u64 {
+    sum_chunk(data)
+}
+
+fn sum_fast(data: &[u64]) -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let f = crate::cpu::features();
+        if f.avx512f {
+            // SAFETY: the CPU supports AVX-512F (checked at run time above).
+            return unsafe { sum_chunk_avx512(data) };
+        }
+        if f.avx2 {
+            // SAFETY: the CPU supports AVX2 (checked at run time above).
+            return unsafe { sum_chunk_avx2(data) };
+        }
+    }
+    sum_chunk(data)
+}
+
+/// Read bandwidth in bytes per second with all of `pool`'s threads streaming disjoint parts
+/// of a `bytes`-sized buffer; the best of `repeats` passes after one warm-up pass.
+pub fn read_bandwidth(pool: &ThreadPool, bytes: usize, repeats: usize) -> f64 {
+    let n = (bytes / 8).max(1024);
+    // Distinct non-zero values so no page is shared copy-on-write zero memory.
+    let data: Vec<u64> = (0..n as u64).collect();
+    let mut best = f64::MAX;
+    let sink = std::sync::atomic::AtomicU64::new(0);
+    for pass in 0..=repeats.max(1) {
+        let start = Instant::now();
+        pool.run(|i, nt| {
+            let r = split_range(n, nt, i, 64);
+            let s = sum_fast(&data[r]);
+            sink.fetch_add(s, std::sync::atomic::Ordering::Relaxed);
+        });
+        let t = start.elapsed().as_secs_f64();
+        if pass > 0 {
+            best = best.min(t);
+        }
+    }
+    std::hint::black_box(sink.into_inner());
+    (n * 8) as f64 / best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_agree_and_bandwidth_is_positive() {
+        let v: Vec<u64> = (0..1000).collect();
+        assert_eq!(sum_chunk(&v), 999 * 1000 / 2);
+        assert_eq!(sum_fast(&v), 999 * 1000 / 2);
+        let bw = read_bandwidth(&ThreadPool::new(2), 1 << 20, 2);
+        assert!(bw.is_finite() && bw > 0.0);
+    }
+}
