@@ -4,6 +4,7 @@
 mod bench;
 mod chat;
 mod common;
+mod compare;
 mod inspect;
 mod perplexity;
 mod pull;
@@ -40,6 +41,8 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Measure prompt-processing and generation speed (llama-bench style).
     Bench(bench::BenchArgs),
+    /// Compare benchmark JSON files (kiln bench, llama-bench -o json) side by side.
+    Compare(compare::CompareArgs),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +55,7 @@ fn main() -> ExitCode {
         Command::Perplexity(a) => perplexity::main(a),
         Command::Inspect(a) => inspect::main(a),
         Command::Bench(a) => bench::main(a),
+        Command::Compare(a) => compare::main(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
