@@ -1,0 +1,7 @@
+//! Integration tests for kiln-quant: formats, kernels (every supported family vs the scalar
+//! reference) and the threaded matmul.
+
+mod common;
+mod formats;
+mod kernels;
+mod matmul;
