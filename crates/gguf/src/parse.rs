@@ -422,7 +422,7 @@ pub(crate) fn tensor_bytes(name: &str, ggml_type: GgmlType, dims: &[u64]) -> Res
         .ok_or_else(overflow)?;
     let row = dims[0];
     let block_size = ggml_type.block_size();
-    if row % block_size as u64 != 0 {
+    if !row.is_multiple_of(block_size as u64) {
         return Err(GgufError::NotBlockMultiple {
             tensor: name.to_owned(),
             ggml_type: ggml_type.name(),

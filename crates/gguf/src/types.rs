@@ -195,7 +195,7 @@ impl GgmlType {
     /// does not fit in a `u64`.
     pub fn row_bytes(self, n_elements: u64) -> Option<u64> {
         let block = self.block_size() as u64;
-        if n_elements % block != 0 {
+        if !n_elements.is_multiple_of(block) {
             return None;
         }
         (n_elements / block).checked_mul(self.type_size() as u64)

@@ -45,7 +45,7 @@ impl Attention {
         scratch: &mut AttentionScratch,
     ) -> Result<(), NnError> {
         let (qd, kvd, hd) = (self.q_dim(), self.kv_dim(), self.head_dim);
-        if hd == 0 || q.len() % qd != 0 || out.len() != q.len() || cache.kv_dim() != kvd {
+        if hd == 0 || !q.len().is_multiple_of(qd) || out.len() != q.len() || cache.kv_dim() != kvd {
             return Err(NnError::Shape {
                 layer: "attention".into(),
                 expected: qd,

@@ -20,7 +20,7 @@ impl RmsNorm {
     /// Normalises every row of `x` (rows of `dim` values) into `out` (same shape).
     pub fn forward(&self, x: &[f32], out: &mut [f32]) -> Result<(), NnError> {
         let d = self.weight.len();
-        if d == 0 || x.len() != out.len() || x.len() % d != 0 {
+        if d == 0 || x.len() != out.len() || !x.len().is_multiple_of(d) {
             return Err(NnError::Shape {
                 layer: "rms_norm".into(),
                 expected: d,

@@ -408,7 +408,7 @@ mod tests {
                 for i in 0..parts {
                     let r = split_range(n, parts, i, 16);
                     assert_eq!(r.start, next);
-                    assert!(r.start % 16 == 0 || r.start == n);
+                    assert!(r.start.is_multiple_of(16) || r.start == n);
                     next = r.end;
                 }
                 assert_eq!(next, n);
