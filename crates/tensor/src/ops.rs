@@ -110,7 +110,8 @@ pub struct Rope {
 impl Rope {
     /// `n_dims` (≤ `head_dim`, even) leading dimensions of each head are rotated.
     pub fn new(head_dim: usize, n_dims: usize, freq_base: f32) -> Rope {
-        let n_dims = n_dims.min(head_dim) & !1;
+        // Heads wider than 512 rotate only their first 512 dimensions.
+        let n_dims = n_dims.min(head_dim).min(512) & !1;
         let inv_freq = (0..n_dims / 2)
             .map(|i| freq_base.powf(-2.0 * i as f32 / n_dims as f32))
             .collect();
@@ -119,14 +120,20 @@ impl Rope {
 
     /// Rotates every head of `x` (a multiple of `head_dim` long) for position `pos`.
     pub fn apply(&self, x: &mut [f32], pos: usize) {
+        const MAX_PAIRS: usize = 256;
         let p = pos as f32;
+        let n = self.inv_freq.len().min(MAX_PAIRS);
+        // One sin/cos per frequency, shared by every head.
+        let mut sin = [0f32; MAX_PAIRS];
+        let mut cos = [0f32; MAX_PAIRS];
+        for (i, &f) in self.inv_freq[..n].iter().enumerate() {
+            (sin[i], cos[i]) = (p * f).sin_cos();
+        }
         for head in x.chunks_exact_mut(self.head_dim) {
-            for (i, &f) in self.inv_freq.iter().enumerate() {
-                let theta = p * f;
-                let (sin, cos) = theta.sin_cos();
-                let (a, b) = (head[2 * i], head[2 * i + 1]);
-                head[2 * i] = a * cos - b * sin;
-                head[2 * i + 1] = a * sin + b * cos;
+            for (pair, (&s, &c)) in head.chunks_exact_mut(2).zip(sin[..n].iter().zip(&cos[..n])) {
+                let (a, b) = (pair[0], pair[1]);
+                pair[0] = a * c - b * s;
+                pair[1] = a * s + b * c;
             }
         }
     }
