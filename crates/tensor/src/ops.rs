@@ -54,30 +54,100 @@ pub fn add_in_place(a: &mut [f32], b: &[f32]) {
     }
 }
 
-/// Dot product of two equal-length f32 slices (8 independent accumulators so it vectorizes).
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+/// Lanes of independent accumulators in `dot`, so the loop vectorizes (and, where FMA is
+/// enabled, fuses) without a serial dependency.
+const DOT_LANES: usize = 16;
+
+/// `dot` and `axpy` bodies; `FUSED` uses `mul_add`, which is one instruction only where the
+/// function is compiled with FMA enabled (elsewhere it is a slow library call).
+#[inline(always)]
+fn dot_body<const FUSED: bool>(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
-    let mut acc = [0.0f32; 16];
-    let chunks = n / 16;
-    for c in 0..chunks {
-        let (ca, cb) = (&a[c * 16..c * 16 + 16], &b[c * 16..c * 16 + 16]);
-        for i in 0..16 {
-            acc[i] = ca[i].mul_add(cb[i], acc[i]);
+    let mut acc = [0.0f32; DOT_LANES];
+    let mut ca = a.chunks_exact(DOT_LANES);
+    let mut cb = b.chunks_exact(DOT_LANES);
+    for (xa, xb) in (&mut ca).zip(&mut cb) {
+        for i in 0..DOT_LANES {
+            acc[i] = if FUSED {
+                xa[i].mul_add(xb[i], acc[i])
+            } else {
+                acc[i] + xa[i] * xb[i]
+            };
         }
     }
     let mut s: f32 = acc.iter().sum();
-    for i in chunks * 16..n {
-        s += a[i] * b[i];
+    for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
+        s += x * y;
     }
     s
 }
 
-/// `y += alpha * x`.
-pub fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
+#[inline(always)]
+fn axpy_body<const FUSED: bool>(alpha: f32, x: &[f32], y: &mut [f32]) {
     for (o, &v) in y.iter_mut().zip(x) {
-        *o = alpha.mul_add(v, *o);
+        *o = if FUSED {
+            alpha.mul_add(v, *o)
+        } else {
+            *o + alpha * v
+        };
     }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    #[target_feature(enable = "avx2,fma")]
+    pub fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+        super::dot_body::<true>(a, b)
+    }
+
+    #[target_feature(enable = "avx512f,fma")]
+    pub fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
+        super::dot_body::<true>(a, b)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub fn axpy_avx2(alpha: f32, x: &[f32], y: &mut [f32]) {
+        super::axpy_body::<true>(alpha, x, y)
+    }
+
+    #[target_feature(enable = "avx512f,fma")]
+    pub fn axpy_avx512(alpha: f32, x: &[f32], y: &mut [f32]) {
+        super::axpy_body::<true>(alpha, x, y)
+    }
+}
+
+/// Dot product of two f32 slices (over the shorter length), with the kernel family chosen
+/// by `KILN_KERNELS` / the CPU.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use crate::cpu::KernelChoice::*;
+        match crate::cpu::kernel_choice() {
+            // SAFETY: kernel_choice() only returns families this CPU supports.
+            Avx512 | Avx512Vnni => return unsafe { x86::dot_avx512(a, b) },
+            // SAFETY: as above.
+            Avx2 => return unsafe { x86::dot_avx2(a, b) },
+            Generic => {}
+        }
+    }
+    dot_body::<false>(a, b)
+}
+
+/// `y += alpha * x` (over the shorter length).
+pub fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use crate::cpu::KernelChoice::*;
+        match crate::cpu::kernel_choice() {
+            // SAFETY: kernel_choice() only returns families this CPU supports.
+            Avx512 | Avx512Vnni => return unsafe { x86::axpy_avx512(alpha, x, y) },
+            // SAFETY: as above.
+            Avx2 => return unsafe { x86::axpy_avx2(alpha, x, y) },
+            Generic => {}
+        }
+    }
+    axpy_body::<false>(alpha, x, y)
 }
 
 /// Rounds every value to the nearest f16 and back (models an f16 operand in f32 math).
@@ -162,12 +232,43 @@ mod tests {
     }
 
     #[test]
-    fn dot_matches_naive_on_odd_lengths() {
+    fn dot_and_axpy_variants_match_naive_on_odd_lengths() {
         for n in [0, 1, 15, 16, 17, 63, 64, 65] {
             let a: Vec<f32> = (0..n).map(|i| (i as f32 * 0.7).sin()).collect();
             let b: Vec<f32> = (0..n).map(|i| (i as f32 * 0.3).cos()).collect();
             let naive: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
-            assert!((dot(&a, &b) - naive).abs() < 1e-4);
+            let mut variants: Vec<f32> = vec![dot(&a, &b), dot_body::<false>(&a, &b)];
+            let mut ys = vec![b.clone(), b.clone()];
+            axpy(0.5, &a, &mut ys[0]);
+            axpy_body::<false>(0.5, &a, &mut ys[1]);
+            #[cfg(target_arch = "x86_64")]
+            {
+                let f = crate::cpu::features();
+                if f.avx2 && f.fma {
+                    // SAFETY: features checked just above.
+                    variants.push(unsafe { x86::dot_avx2(&a, &b) });
+                    let mut y = b.clone();
+                    // SAFETY: as above.
+                    unsafe { x86::axpy_avx2(0.5, &a, &mut y) };
+                    ys.push(y);
+                }
+                if f.avx512f && f.fma {
+                    // SAFETY: as above.
+                    variants.push(unsafe { x86::dot_avx512(&a, &b) });
+                    let mut y = b.clone();
+                    // SAFETY: as above.
+                    unsafe { x86::axpy_avx512(0.5, &a, &mut y) };
+                    ys.push(y);
+                }
+            }
+            for v in variants {
+                assert!((v - naive).abs() < 1e-4, "n={n}: {v} vs {naive}");
+            }
+            for y in &ys {
+                for i in 0..n {
+                    assert!((y[i] - (b[i] + 0.5 * a[i])).abs() < 1e-6);
+                }
+            }
         }
     }
 
