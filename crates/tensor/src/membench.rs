@@ -21,7 +21,22 @@ fn sum_chunk(data: &[u64]) -> u64 {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 fn sum_chunk_avx512(data: &[u64]) -> u64 {
-    sum_chunk(data)
+    use std::arch::x86_64::*;
+    let mut chunks = data.chunks_exact(32);
+    let mut acc = [_mm512_setzero_si512(); 4];
+    for c in &mut chunks {
+        for (k, a) in acc.iter_mut().enumerate() {
+            // SAFETY: `c` holds 32 u64s, so 8 at offset 8k are in bounds; unaligned load.
+            let v = unsafe { _mm512_loadu_si512(c.as_ptr().add(8 * k).cast()) };
+            *a = _mm512_add_epi64(*a, v);
+        }
+    }
+    let total = _mm512_add_epi64(
+        _mm512_add_epi64(acc[0], acc[1]),
+        _mm512_add_epi64(acc[2], acc[3]),
+    );
+    let tail = sum_chunk(chunks.remainder());
+    (_mm512_reduce_add_epi64(total) as u64).wrapping_add(tail)
 }
 
 #[cfg(target_arch = "x86_64")]
