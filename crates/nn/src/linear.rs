@@ -4,7 +4,7 @@
 //! activation format the weight's kernel consumes (`LinearInput`), then one matmul runs.
 
 use crate::NnError;
-use kiln_quant::{ActBuf, QMatrix, QuantType};
+use kiln_quant::{ActBuf, ActType, QMatrix, QuantType};
 use kiln_tensor::{SharedBytes, ThreadPool};
 
 /// A weight matrix of `out_features` rows by `in_features` columns in ggml row layout.
@@ -125,9 +125,12 @@ impl LinearInput {
     }
 
     fn for_type(&mut self, ty: QuantType) -> Result<&ActBuf, kiln_quant::QuantError> {
+        // Weight types that consume the same activation format (Q4_0 and Q8_0 both read
+        // Q8_0) share one quantization of the input.
+        let wanted = ActType::for_weight(ty);
         let found = self.prepared[..self.n_valid]
             .iter()
-            .position(|(t, _)| *t == ty);
+            .position(|(t, _)| ActType::for_weight(*t) == wanted);
         let idx = match found {
             Some(i) => i,
             None => {
