@@ -7,6 +7,9 @@ use crate::NnError;
 use kiln_kvcache::{KvCache, KvDtype};
 use kiln_tensor::{ops, ThreadPool};
 
+/// Largest head size supported (a query head is copied to the stack).
+pub const MAX_HEAD_DIM: usize = 512;
+
 /// Head layout of one attention block.
 #[derive(Debug, Clone, Copy)]
 pub struct Attention {
@@ -45,7 +48,12 @@ impl Attention {
         scratch: &mut AttentionScratch,
     ) -> Result<(), NnError> {
         let (qd, kvd, hd) = (self.q_dim(), self.kv_dim(), self.head_dim);
-        if hd == 0 || !q.len().is_multiple_of(qd) || out.len() != q.len() || cache.kv_dim() != kvd {
+        if hd == 0
+            || hd > MAX_HEAD_DIM
+            || !q.len().is_multiple_of(qd)
+            || out.len() != q.len()
+            || cache.kv_dim() != kvd
+        {
             return Err(NnError::Shape {
                 layer: "attention".into(),
                 expected: qd,
@@ -64,22 +72,21 @@ impl Attention {
         pool.par_chunks_mut(out, hd, |chunk, o| {
             let (t, h) = (chunk / self.n_head, chunk % self.n_head);
             let kvh = (h / group).min(self.n_head_kv - 1);
-            let mut qh = q[t * qd + h * hd..t * qd + (h + 1) * hd].to_vec();
+            let mut qh = [0f32; MAX_HEAD_DIM];
+            let qh = &mut qh[..hd];
+            qh.copy_from_slice(&q[t * qd + h * hd..t * qd + (h + 1) * hd]);
             if f16_cache {
-                ops::round_to_f16_in_place(&mut qh);
+                ops::round_to_f16_in_place(qh);
             }
             let upto = pos0 + t + 1;
-            let mut scores: Vec<f32> = (0..upto)
-                .map(|p| ops::dot(&qh, &keys[p * kvd + kvh * hd..p * kvd + (kvh + 1) * hd]) * scale)
-                .collect();
+            let mut scores = vec![0f32; upto];
+            ops::dot_rows(qh, keys, kvd, kvh * hd, &mut scores);
+            scores.iter_mut().for_each(|s| *s *= scale);
             ops::softmax_in_place(&mut scores);
             if f16_cache {
                 ops::round_to_f16_in_place(&mut scores);
             }
-            o.fill(0.0);
-            for (p, &w) in scores.iter().enumerate() {
-                ops::axpy(w, &values[p * kvd + kvh * hd..p * kvd + (kvh + 1) * hd], o);
-            }
+            ops::weighted_rows(&scores, values, kvd, kvh * hd, o);
         });
         Ok(())
     }

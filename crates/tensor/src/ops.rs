@@ -94,8 +94,73 @@ fn axpy_body<const FUSED: bool>(alpha: f32, x: &[f32], y: &mut [f32]) {
     }
 }
 
+/// `out[r] = dot(q, data[r*stride + offset ..][..q.len()])` for every `r` in `0..out.len()`.
+#[inline(always)]
+fn dot_rows_body<const FUSED: bool>(
+    q: &[f32],
+    data: &[f32],
+    stride: usize,
+    offset: usize,
+    out: &mut [f32],
+) {
+    let d = q.len();
+    for (r, o) in out.iter_mut().enumerate() {
+        let start = r * stride + offset;
+        *o = dot_body::<FUSED>(q, &data[start..start + d]);
+    }
+}
+
+/// `out = Σ_r w[r] · data[r*stride + offset ..][..out.len()]`.
+#[inline(always)]
+fn weighted_rows_body<const FUSED: bool>(
+    w: &[f32],
+    data: &[f32],
+    stride: usize,
+    offset: usize,
+    out: &mut [f32],
+) {
+    let d = out.len();
+    out.fill(0.0);
+    for (r, &wr) in w.iter().enumerate() {
+        let start = r * stride + offset;
+        axpy_body::<FUSED>(wr, &data[start..start + d], out);
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
+    #[target_feature(enable = "avx2,fma")]
+    pub fn dot_rows_avx2(q: &[f32], data: &[f32], stride: usize, offset: usize, out: &mut [f32]) {
+        super::dot_rows_body::<true>(q, data, stride, offset, out)
+    }
+
+    #[target_feature(enable = "avx512f,fma")]
+    pub fn dot_rows_avx512(q: &[f32], data: &[f32], stride: usize, offset: usize, out: &mut [f32]) {
+        super::dot_rows_body::<true>(q, data, stride, offset, out)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub fn weighted_rows_avx2(
+        w: &[f32],
+        data: &[f32],
+        stride: usize,
+        offset: usize,
+        out: &mut [f32],
+    ) {
+        super::weighted_rows_body::<true>(w, data, stride, offset, out)
+    }
+
+    #[target_feature(enable = "avx512f,fma")]
+    pub fn weighted_rows_avx512(
+        w: &[f32],
+        data: &[f32],
+        stride: usize,
+        offset: usize,
+        out: &mut [f32],
+    ) {
+        super::weighted_rows_body::<true>(w, data, stride, offset, out)
+    }
+
     #[target_feature(enable = "avx2,fma")]
     pub fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
         super::dot_body::<true>(a, b)
@@ -134,6 +199,60 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     dot_body::<false>(a, b)
 }
 
+/// Rows `r` of `data` start at `r * stride + offset`; checks that `n_rows` rows of `width`
+/// values fit.
+fn rows_fit(data: &[f32], stride: usize, offset: usize, n_rows: usize, width: usize) -> bool {
+    n_rows == 0 || (n_rows - 1) * stride + offset + width <= data.len()
+}
+
+/// Dot products of `q` with `out.len()` rows of `data` (row `r` starts at
+/// `r * stride + offset`, `q.len()` values each): attention scores in one call.
+/// Panics if the rows do not fit in `data` (a caller bug, not an input error).
+pub fn dot_rows(q: &[f32], data: &[f32], stride: usize, offset: usize, out: &mut [f32]) {
+    assert!(
+        rows_fit(data, stride, offset, out.len(), q.len()),
+        "dot_rows: rows out of range"
+    );
+    #[cfg(target_arch = "x86_64")]
+    {
+        use crate::cpu::KernelChoice::*;
+        match crate::cpu::kernel_choice() {
+            // SAFETY: kernel_choice() only returns families this CPU supports.
+            Avx512 | Avx512Vnni => {
+                return unsafe { x86::dot_rows_avx512(q, data, stride, offset, out) }
+            }
+            // SAFETY: as above.
+            Avx2 => return unsafe { x86::dot_rows_avx2(q, data, stride, offset, out) },
+            Generic => {}
+        }
+    }
+    dot_rows_body::<false>(q, data, stride, offset, out)
+}
+
+/// `out = Σ_r w[r] · row r of data` (row `r` starts at `r * stride + offset`, `out.len()`
+/// values each): the attention-weighted sum of values in one call.
+/// Panics if the rows do not fit in `data` (a caller bug, not an input error).
+pub fn weighted_rows(w: &[f32], data: &[f32], stride: usize, offset: usize, out: &mut [f32]) {
+    assert!(
+        rows_fit(data, stride, offset, w.len(), out.len()),
+        "weighted_rows: rows out of range"
+    );
+    #[cfg(target_arch = "x86_64")]
+    {
+        use crate::cpu::KernelChoice::*;
+        match crate::cpu::kernel_choice() {
+            // SAFETY: kernel_choice() only returns families this CPU supports.
+            Avx512 | Avx512Vnni => {
+                return unsafe { x86::weighted_rows_avx512(w, data, stride, offset, out) }
+            }
+            // SAFETY: as above.
+            Avx2 => return unsafe { x86::weighted_rows_avx2(w, data, stride, offset, out) },
+            Generic => {}
+        }
+    }
+    weighted_rows_body::<false>(w, data, stride, offset, out)
+}
+
 /// `y += alpha * x` (over the shorter length).
 pub fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
@@ -152,8 +271,12 @@ pub fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
 
 /// Rounds every value to the nearest f16 and back (models an f16 operand in f32 math).
 pub fn round_to_f16_in_place(x: &mut [f32]) {
-    for v in x.iter_mut() {
-        *v = f16::from_f32(*v).to_f32();
+    use half::slice::HalfFloatSliceExt;
+    let mut buf = [f16::ZERO; 64];
+    for chunk in x.chunks_mut(64) {
+        let b = &mut buf[..chunk.len()];
+        b.convert_from_f32_slice(chunk);
+        b.convert_to_f32_slice(chunk);
     }
 }
 
@@ -270,6 +393,35 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn strided_row_kernels_match_naive() {
+        let (stride, offset, width, rows) = (24, 5, 16, 7);
+        let data: Vec<f32> = (0..stride * rows + offset)
+            .map(|i| (i as f32 * 0.37).sin())
+            .collect();
+        let q: Vec<f32> = (0..width).map(|i| (i as f32 * 0.11).cos()).collect();
+        let w: Vec<f32> = (0..rows).map(|i| 0.1 * i as f32).collect();
+        let row = |r: usize| &data[r * stride + offset..r * stride + offset + width];
+        let mut scores = vec![0.0; rows];
+        dot_rows(&q, &data, stride, offset, &mut scores);
+        let mut generic = vec![0.0; rows];
+        dot_rows_body::<false>(&q, &data, stride, offset, &mut generic);
+        let mut summed = vec![0.0; width];
+        weighted_rows(&w, &data, stride, offset, &mut summed);
+        for r in 0..rows {
+            let naive: f32 = q.iter().zip(row(r)).map(|(a, b)| a * b).sum();
+            assert!((scores[r] - naive).abs() < 1e-5 && (generic[r] - naive).abs() < 1e-5);
+        }
+        for (i, got) in summed.iter().enumerate() {
+            let naive: f32 = (0..rows).map(|r| w[r] * row(r)[i]).sum();
+            assert!((got - naive).abs() < 1e-5);
+        }
+        let mut x = vec![1.0f32 / 3.0, 65504.0, 1e-8];
+        round_to_f16_in_place(&mut x);
+        assert_eq!(x[0], f16::from_f32(1.0 / 3.0).to_f32());
+        assert_eq!(x[1], 65504.0);
     }
 
     #[test]
