@@ -105,11 +105,11 @@ impl Engine {
                 self.pool(),
                 session.state_mut(),
                 &chunk_tokens,
-                LogitsMode::All,
+                LogitsMode::From(first),
                 &mut logits,
             )?;
             for j in first..n_ctx - 1 {
-                let row = &logits[j * n_vocab..(j + 1) * n_vocab];
+                let row = &logits[(j - first) * n_vocab..(j - first + 1) * n_vocab];
                 let target = chunk_tokens[j + 1];
                 sums.add(-f64::from(kiln_sampler::log_softmax_at(row, target)));
             }

@@ -106,6 +106,34 @@ fn token_by_token_decode_matches_batched_prefill() {
 }
 
 #[test]
+fn logits_from_an_index_are_the_tail_of_all_logits() {
+    let engine = engine(&TinySpec::default(), 2);
+    let n_vocab = engine.model().config().n_vocab;
+    let tokens = prompt_tokens(150); // spans two prefill batches
+    let run = |mode: LogitsMode| {
+        let mut s = engine.new_session(0, KvDtype::F16).unwrap();
+        let mut logits = Vec::new();
+        engine
+            .model()
+            .forward(
+                engine.pool(),
+                session_state(&mut s),
+                &tokens,
+                mode,
+                &mut logits,
+            )
+            .unwrap();
+        logits
+    };
+    let all = run(LogitsMode::All);
+    for k in [0, 1, 75, 128, 130, 149, 150, 400] {
+        let tail = run(LogitsMode::From(k));
+        let skip = k.min(tokens.len()) * n_vocab;
+        assert_eq!(tail, all[skip..], "From({k})");
+    }
+}
+
+#[test]
 fn thread_count_does_not_change_results() {
     let tokens = prompt_tokens(40);
     let mut results = Vec::new();

@@ -19,8 +19,11 @@ pub const MAX_BATCH: usize = 128;
 pub enum LogitsMode {
     /// Only the last token (generation).
     Last,
-    /// Every token (perplexity, prompt scoring).
+    /// Every token (prompt scoring).
     All,
+    /// Every token from this index of the call's tokens on (perplexity scores only the
+    /// second half of each chunk); rows start at that token.
+    From(usize),
 }
 
 struct Block {
@@ -199,7 +202,8 @@ impl Llama {
     }
 
     /// Appends `tokens` to the sequence in `state` and computes logits (rows of `n_vocab`)
-    /// into `logits`: one row for `LogitsMode::Last`, one per token for `LogitsMode::All`.
+    /// into `logits`: one row for `LogitsMode::Last`, one per token for `LogitsMode::All`,
+    /// one per token from index `k` on for `LogitsMode::From(k)`.
     pub fn forward(
         &self,
         pool: &ThreadPool,
@@ -220,6 +224,10 @@ impl Llama {
         for (ci, chunk) in tokens.chunks(MAX_BATCH).enumerate() {
             let want = match mode {
                 LogitsMode::All => chunk.len(),
+                LogitsMode::From(k) => {
+                    let start = ci * MAX_BATCH;
+                    chunk.len() - k.saturating_sub(start).min(chunk.len())
+                }
                 LogitsMode::Last if ci + 1 == n_chunks => 1,
                 LogitsMode::Last => 0,
             };
