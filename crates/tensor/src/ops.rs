@@ -182,21 +182,34 @@ mod x86 {
     }
 }
 
+/// Runs the AVX-512 or AVX2 FMA build of a kernel when `kernel_choice()` selects that family
+/// (returning its result), and otherwise evaluates the portable expression `$generic`.
+macro_rules! dispatch_fma {
+    ($generic:expr, $avx2:path, $avx512:path, ($($arg:expr),*)) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            use crate::cpu::KernelChoice::*;
+            match crate::cpu::kernel_choice() {
+                // SAFETY: kernel_choice() only returns families this CPU supports.
+                Avx512 | Avx512Vnni => return unsafe { $avx512($($arg),*) },
+                // SAFETY: as above.
+                Avx2 => return unsafe { $avx2($($arg),*) },
+                Generic => {}
+            }
+        }
+        $generic
+    }};
+}
+
 /// Dot product of two f32 slices (over the shorter length), with the kernel family chosen
 /// by `KILN_KERNELS` / the CPU.
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use crate::cpu::KernelChoice::*;
-        match crate::cpu::kernel_choice() {
-            // SAFETY: kernel_choice() only returns families this CPU supports.
-            Avx512 | Avx512Vnni => return unsafe { x86::dot_avx512(a, b) },
-            // SAFETY: as above.
-            Avx2 => return unsafe { x86::dot_avx2(a, b) },
-            Generic => {}
-        }
-    }
-    dot_body::<false>(a, b)
+    dispatch_fma!(
+        dot_body::<false>(a, b),
+        x86::dot_avx2,
+        x86::dot_avx512,
+        (a, b)
+    )
 }
 
 /// Rows `r` of `data` start at `r * stride + offset`; checks that `n_rows` rows of `width`
@@ -213,20 +226,12 @@ pub fn dot_rows(q: &[f32], data: &[f32], stride: usize, offset: usize, out: &mut
         rows_fit(data, stride, offset, out.len(), q.len()),
         "dot_rows: rows out of range"
     );
-    #[cfg(target_arch = "x86_64")]
-    {
-        use crate::cpu::KernelChoice::*;
-        match crate::cpu::kernel_choice() {
-            // SAFETY: kernel_choice() only returns families this CPU supports.
-            Avx512 | Avx512Vnni => {
-                return unsafe { x86::dot_rows_avx512(q, data, stride, offset, out) }
-            }
-            // SAFETY: as above.
-            Avx2 => return unsafe { x86::dot_rows_avx2(q, data, stride, offset, out) },
-            Generic => {}
-        }
-    }
-    dot_rows_body::<false>(q, data, stride, offset, out)
+    dispatch_fma!(
+        dot_rows_body::<false>(q, data, stride, offset, out),
+        x86::dot_rows_avx2,
+        x86::dot_rows_avx512,
+        (q, data, stride, offset, out)
+    )
 }
 
 /// `out = Σ_r w[r] · row r of data` (row `r` starts at `r * stride + offset`, `out.len()`
@@ -237,36 +242,22 @@ pub fn weighted_rows(w: &[f32], data: &[f32], stride: usize, offset: usize, out:
         rows_fit(data, stride, offset, w.len(), out.len()),
         "weighted_rows: rows out of range"
     );
-    #[cfg(target_arch = "x86_64")]
-    {
-        use crate::cpu::KernelChoice::*;
-        match crate::cpu::kernel_choice() {
-            // SAFETY: kernel_choice() only returns families this CPU supports.
-            Avx512 | Avx512Vnni => {
-                return unsafe { x86::weighted_rows_avx512(w, data, stride, offset, out) }
-            }
-            // SAFETY: as above.
-            Avx2 => return unsafe { x86::weighted_rows_avx2(w, data, stride, offset, out) },
-            Generic => {}
-        }
-    }
-    weighted_rows_body::<false>(w, data, stride, offset, out)
+    dispatch_fma!(
+        weighted_rows_body::<false>(w, data, stride, offset, out),
+        x86::weighted_rows_avx2,
+        x86::weighted_rows_avx512,
+        (w, data, stride, offset, out)
+    )
 }
 
 /// `y += alpha * x` (over the shorter length).
 pub fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use crate::cpu::KernelChoice::*;
-        match crate::cpu::kernel_choice() {
-            // SAFETY: kernel_choice() only returns families this CPU supports.
-            Avx512 | Avx512Vnni => return unsafe { x86::axpy_avx512(alpha, x, y) },
-            // SAFETY: as above.
-            Avx2 => return unsafe { x86::axpy_avx2(alpha, x, y) },
-            Generic => {}
-        }
-    }
-    axpy_body::<false>(alpha, x, y)
+    dispatch_fma!(
+        axpy_body::<false>(alpha, x, y),
+        x86::axpy_avx2,
+        x86::axpy_avx512,
+        (alpha, x, y)
+    )
 }
 
 /// Rounds every value to the nearest f16 and back (models an f16 operand in f32 math).
