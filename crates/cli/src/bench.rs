@@ -46,8 +46,8 @@ pub struct BenchArgs {
     #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
     pub repetitions: usize,
     /// KV cache element type: f16 or f32.
-    #[arg(long, default_value = "f16")]
-    pub kv_type: String,
+    #[arg(long, default_value = "f16", value_parser = crate::common::parse_kv)]
+    pub kv_type: KvDtype,
     /// Write the results as JSON here.
     #[arg(long, short = 'o')]
     pub output: Option<PathBuf>,
@@ -102,8 +102,7 @@ pub struct BenchReport {
 }
 
 pub fn main(args: BenchArgs) -> Result<()> {
-    let kv = KvDtype::from_name(&args.kv_type)
-        .with_context(|| format!("unknown KV type {:?} (use f16 or f32)", args.kv_type))?;
+    let kv = args.kv_type;
     if args.threads.is_empty() || args.threads.contains(&0) {
         bail!("--threads needs positive thread counts");
     }
@@ -239,10 +238,7 @@ fn record(
         .collect();
     let (avg_ns, sd_ns) = mean_sd(&samples_ns.iter().map(|&v| v as f64).collect::<Vec<_>>());
     let (avg_ts, stddev_ts) = mean_sd(&samples_ts);
-    let kv_name = match kv {
-        KvDtype::F16 => "f16",
-        KvDtype::F32 => "f32",
-    };
+    let kv_name = kv.name();
     Record {
         model_filename: file_name.to_string(),
         model_type: model_type.to_string(),
@@ -290,11 +286,7 @@ pub fn median(v: &[f64]) -> f64 {
 
 fn kv_bytes_per_position(engine: &Engine, kv: KvDtype) -> usize {
     let c = engine.model().config();
-    let elem = match kv {
-        KvDtype::F16 => 2,
-        KvDtype::F32 => 4,
-    };
-    2 * c.n_layer * c.n_head_kv * c.head_dim * elem
+    2 * c.n_layer * c.n_head_kv * c.head_dim * kv.element_bytes()
 }
 
 fn describe(file: &GgufFile) -> String {

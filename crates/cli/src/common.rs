@@ -27,7 +27,8 @@ pub struct ContextArgs {
     pub kv_type: KvDtype,
 }
 
-fn parse_kv(s: &str) -> Result<KvDtype, String> {
+/// Parses `--kv-type` (f16 or f32) for every command that takes it.
+pub fn parse_kv(s: &str) -> Result<KvDtype, String> {
     KvDtype::from_name(s).ok_or_else(|| format!("unknown KV type {s:?} (use f16 or f32)"))
 }
 

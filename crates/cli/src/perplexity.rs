@@ -22,13 +22,12 @@ pub struct PerplexityArgs {
     #[arg(long, default_value_t = 0)]
     pub chunks: usize,
     /// KV cache element type: f16 or f32.
-    #[arg(long, default_value = "f16")]
-    pub kv_type: String,
+    #[arg(long, default_value = "f16", value_parser = crate::common::parse_kv)]
+    pub kv_type: KvDtype,
 }
 
 pub fn main(args: PerplexityArgs) -> Result<()> {
-    let kv = KvDtype::from_name(&args.kv_type)
-        .with_context(|| format!("unknown KV type {:?} (use f16 or f32)", args.kv_type))?;
+    let kv = args.kv_type;
     let bytes =
         std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
     let text = String::from_utf8_lossy(&bytes);

@@ -41,6 +41,22 @@ impl KvDtype {
             _ => None,
         }
     }
+
+    /// The name `from_name` accepts ("f16", "f32").
+    pub fn name(self) -> &'static str {
+        match self {
+            KvDtype::F16 => "f16",
+            KvDtype::F32 => "f32",
+        }
+    }
+
+    /// Bytes per stored value.
+    pub fn element_bytes(self) -> usize {
+        match self {
+            KvDtype::F16 => 2,
+            KvDtype::F32 => 4,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -180,10 +196,7 @@ impl KvCache {
 
     /// Bytes currently allocated for keys and values.
     pub fn allocated_bytes(&self) -> usize {
-        let elem = match self.dtype {
-            KvDtype::F16 => 2,
-            KvDtype::F32 => 4,
-        };
+        let elem = self.dtype.element_bytes();
         self.keys
             .iter()
             .chain(&self.values)
@@ -289,6 +302,15 @@ mod tests {
             Err(KvError::Layer { .. })
         ));
         assert!(KvCache::new(usize::MAX, 2, 2, KvDtype::F32).is_err());
+    }
+
+    #[test]
+    fn dtype_names_round_trip() {
+        for d in [KvDtype::F16, KvDtype::F32] {
+            assert_eq!(KvDtype::from_name(d.name()), Some(d));
+        }
+        assert_eq!(KvDtype::F16.element_bytes(), 2);
+        assert_eq!(KvDtype::from_name("q8"), None);
     }
 
     #[test]
