@@ -218,6 +218,39 @@ impl GgufFile {
             .unwrap_or(&[])
     }
 
+    /// Tells the OS that this process no longer needs the resident pages of `t`'s data (for
+    /// tensors the caller has copied, e.g. repacked, and will rarely read again): the pages
+    /// leave this process's resident set, and a later read faults the same file bytes back in.
+    /// A no-op for in-memory files and where the OS declines; only whole pages inside the
+    /// tensor's range are released.
+    pub fn release_tensor_pages(&self, t: &TensorInfo) {
+        let Storage::Mmap(map) = &self.storage else {
+            return;
+        };
+        let data = self.tensor_data(t);
+        if data.is_empty() {
+            return;
+        }
+        let base = map.as_ptr() as usize;
+        let start = data.as_ptr() as usize - base;
+        let end = start + data.len();
+        const PAGE: usize = 4096;
+        let (first, last) = (start.div_ceil(PAGE) * PAGE, end / PAGE * PAGE);
+        if last <= first {
+            return;
+        }
+        #[allow(unsafe_code)]
+        // SAFETY: the map is a read-only shared file mapping and we never write through it, so
+        // MADV_DONTNEED only drops this process's references to clean page-cache pages: every
+        // later read (through any live slice) faults the unchanged file bytes back in. The
+        // range lies inside the map and is page-aligned.
+        let result = unsafe {
+            map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, first, last - first)
+        };
+        // Declining only costs memory, never correctness.
+        let _ = result;
+    }
+
     /// The data of the tensor named `name`, if present.
     pub fn tensor_bytes(&self, name: &str) -> Option<&[u8]> {
         self.tensor(name).map(|t| self.tensor_data(t))

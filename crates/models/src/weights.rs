@@ -19,6 +19,12 @@ impl ByteSource for TensorBytes {
             None => &[],
         }
     }
+
+    fn release_resident(&self) {
+        if let Some(info) = self.file.tensors().get(self.index) {
+            self.file.release_tensor_pages(info);
+        }
+    }
 }
 
 /// Looks up tensors by name in a GGUF file and hands out typed, shape-checked views.

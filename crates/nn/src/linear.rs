@@ -4,8 +4,9 @@
 //! activation format the weight's kernel consumes (`LinearInput`), then one matmul runs.
 
 use crate::NnError;
-use kiln_quant::{ActBuf, ActType, QMatrix, QuantType};
+use kiln_quant::{ActBuf, ActType, PackedMatrix, QMatrix, QuantType};
 use kiln_tensor::{SharedBytes, ThreadPool};
+use std::sync::Arc;
 
 /// A weight matrix of `out_features` rows by `in_features` columns in ggml row layout.
 #[derive(Debug, Clone)]
@@ -15,10 +16,14 @@ pub struct Linear {
     ty: QuantType,
     in_features: usize,
     out_features: usize,
+    /// The weights repacked for this CPU's kernels, where the kernel family has a packed
+    /// layout for `ty` (the matmul then reads only these).
+    packed: Option<Arc<PackedMatrix>>,
 }
 
 impl Linear {
-    /// Checks that `weight` holds exactly `out_features` rows of `in_features` values of `ty`.
+    /// Checks that `weight` holds exactly `out_features` rows of `in_features` values of `ty`,
+    /// and repacks them when the process-wide kernel family has a packed layout for `ty`.
     pub fn new(
         name: impl Into<String>,
         weight: SharedBytes,
@@ -27,18 +32,25 @@ impl Linear {
         out_features: usize,
     ) -> Result<Linear, NnError> {
         let name = name.into();
-        QMatrix::new(ty, out_features, in_features, weight.as_slice()).map_err(|source| {
-            NnError::Quant {
-                layer: name.clone(),
-                source,
-            }
-        })?;
+        let matrix =
+            QMatrix::new(ty, out_features, in_features, weight.as_slice()).map_err(|source| {
+                NnError::Quant {
+                    layer: name.clone(),
+                    source,
+                }
+            })?;
+        let packed = PackedMatrix::pack(kiln_tensor::cpu::kernel_choice(), &matrix).map(Arc::new);
+        if packed.is_some() {
+            // The matmul reads only the packed copy from now on.
+            weight.release_resident();
+        }
         Ok(Linear {
             name,
             weight,
             ty,
             in_features,
             out_features,
+            packed,
         })
     }
 
@@ -97,7 +109,11 @@ impl Linear {
                 got: out.len(),
             });
         }
-        kiln_quant::matmul(pool, &self.matrix()?, acts, out).map_err(|s| self.err(s))
+        match &self.packed {
+            Some(p) => kiln_quant::matmul_packed(pool, p, acts, out),
+            None => kiln_quant::matmul(pool, &self.matrix()?, acts, out),
+        }
+        .map_err(|s| self.err(s))
     }
 }
 

@@ -81,6 +81,9 @@ pub struct ActBuf {
     row_bytes: usize,
     stride: usize,
     data: Vec<Line>,
+    /// For Q8_0 rows: Σ of each block's quants, `cols / 32` per row (packed kernels use it to
+    /// undo their unsigned offsets); empty otherwise.
+    sums: Vec<i32>,
 }
 
 impl Default for ActBuf {
@@ -110,6 +113,7 @@ impl ActBuf {
             row_bytes: 0,
             stride: 0,
             data: Vec::new(),
+            sums: Vec::new(),
         }
     }
 
@@ -185,6 +189,16 @@ impl ActBuf {
                 unsafe { quant(src, &mut dst[..row_bytes]) };
             }
         }
+        self.sums.clear();
+        if ty == ActType::Q8_0 && stride > 0 {
+            let bb = ty.block_bytes();
+            for row in bytes.chunks_exact(stride).take(n_rows) {
+                let blocks = row[..row_bytes].chunks_exact(bb);
+                // Bytes 2.. of a Q8_0 block are its 32 signed quants.
+                self.sums
+                    .extend(blocks.map(|b| b[2..].iter().map(|&q| q as i8 as i32).sum::<i32>()));
+            }
+        }
         Ok(())
     }
 
@@ -221,6 +235,11 @@ impl ActBuf {
     /// Byte distance between consecutive rows (a multiple of 64).
     pub(crate) fn stride(&self) -> usize {
         self.stride
+    }
+
+    /// Σ of each block's quants for Q8_0 rows (`cols / 32` per row); empty for other formats.
+    pub(crate) fn block_sums(&self) -> &[i32] {
+        &self.sums
     }
 
     /// All rows, `stride()` bytes apart.

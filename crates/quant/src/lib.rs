@@ -26,6 +26,7 @@ mod dispatch;
 mod error;
 pub mod float;
 mod matmul;
+mod packed;
 pub mod q4_0;
 pub mod q4_1;
 pub mod q4_k;
@@ -42,6 +43,7 @@ pub use common::nearest_int;
 pub use error::QuantError;
 pub use kiln_tensor::cpu::KernelChoice;
 pub use matmul::{matmul, matmul_with, QMatrix, ROW_CHUNK};
+pub use packed::{matmul_packed, PackedMatrix, GROUP_ROWS};
 pub use types::{dequantize_row, quantize_row, QuantType};
 
 /// Dot product of one weight row (`w`, `ty` layout, `n` elements) with one activation row

@@ -5,6 +5,11 @@ use std::sync::Arc;
 /// Anything that can lend a stable, read-only byte slice for as long as it lives.
 pub trait ByteSource: Send + Sync {
     fn bytes(&self) -> &[u8];
+
+    /// Hints that the bytes were copied elsewhere and will rarely be read again, so resident
+    /// memory backing them may be given back (a memory map drops its pages; the bytes stay
+    /// readable). The default does nothing.
+    fn release_resident(&self) {}
 }
 
 impl ByteSource for Vec<u8> {
@@ -38,6 +43,11 @@ impl SharedBytes {
 
     pub fn len(&self) -> usize {
         self.as_slice().len()
+    }
+
+    /// See [`ByteSource::release_resident`].
+    pub fn release_resident(&self) {
+        self.source.release_resident()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -9,6 +9,7 @@ mod avx2;
 mod avx2_k;
 mod avx512;
 mod avx512_k;
+pub(crate) mod packed;
 mod rows;
 
 use crate::act::ActType;

@@ -1,0 +1,310 @@
+//! `PackedMatrix`: Q4_0, Q4_1 and Q8_0 weights repacked once at load time into 16-row
+//! interleaved groups, and `matmul_packed`, which streams them with AVX-512 (VNNI) kernels that
+//! need no shuffles or horizontal sums: one `vpdpbusd` multiplies 4 columns of 16 rows at once,
+//! and the 16 lanes of the result are the 16 rows' outputs.
+//!
+//! Layout of one group of [`GROUP_ROWS`] rows with `nb` blocks per row (all regions 64-byte
+//! aligned, groups back to back):
+//! - scales: for each block, the 16 rows' f16 `d` (32 bytes); Q4_1 then the 16 rows' f16 `m`;
+//! - quants: for each block, `64 / 4`-byte chunks `c`: row `j`'s bytes `4c..4c+4` of the block's
+//!   quants at offset `64c + 4j` — 4 chunks for Q4_0/Q4_1 (nibbles as stored by ggml), 8 for
+//!   Q8_0 (stored `q ^ 0x80`, i.e. `q + 128` as unsigned, since `vpdpbusd` wants one unsigned
+//!   operand; the kernel subtracts `128 · Σ a` per block).
+//!
+//! Every output is `Σ_blocks (d_w · d_a) · isum` accumulated block by block in order (plus
+//! `m_w · s_a` for Q4_1), for one activation row or many, so decode and prefill agree exactly.
+
+use crate::act::{ActBuf, ActType};
+use crate::error::QuantError;
+use crate::matmul::QMatrix;
+use crate::q4_0::BlockQ4_0;
+use crate::q4_1::BlockQ4_1;
+use crate::q8_0::BlockQ8_0;
+use crate::types::QuantType;
+use kiln_tensor::cpu::KernelChoice;
+use kiln_tensor::ThreadPool;
+use std::mem::size_of;
+
+/// Weight rows per interleaved group (one 512-bit vector of f32 outputs).
+pub const GROUP_ROWS: usize = 16;
+
+/// Elements per block of every packable type.
+const QK: usize = 32;
+
+/// Below this many multiply-adds a packed matmul runs on the calling thread only.
+const PARALLEL_MIN_WORK: usize = 1 << 15;
+
+/// One cache line, the allocation unit, so every group starts 64-byte aligned.
+#[repr(C, align(64))]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Line([u8; 64]);
+
+/// A weight matrix repacked for one kernel family; see the module docs for the layout.
+#[derive(Clone)]
+pub struct PackedMatrix {
+    ty: QuantType,
+    choice: KernelChoice,
+    rows: usize,
+    cols: usize,
+    /// Bytes of the scale region of one group (a multiple of 64).
+    scale_bytes: usize,
+    /// Bytes of one group (a multiple of 64).
+    group_bytes: usize,
+    data: Vec<Line>,
+}
+
+impl std::fmt::Debug for PackedMatrix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PackedMatrix")
+            .field("ty", &self.ty)
+            .field("choice", &self.choice)
+            .field("rows", &self.rows)
+            .field("cols", &self.cols)
+            .finish()
+    }
+}
+
+/// Bytes of one block's quants for 16 rows.
+fn quant_bytes(ty: QuantType) -> usize {
+    match ty {
+        QuantType::Q8_0 => 32 * GROUP_ROWS,
+        _ => 16 * GROUP_ROWS,
+    }
+}
+
+/// Scale arrays (16 f16 each) per block.
+fn scale_arrays(ty: QuantType) -> usize {
+    match ty {
+        QuantType::Q4_1 => 2,
+        _ => 1,
+    }
+}
+
+impl PackedMatrix {
+    /// Whether [`PackedMatrix::pack`] supports weights of `ty` for kernel family `choice`.
+    /// Q8_0 needs VNNI: its unsigned-offset quants overflow the 16-bit pair sums of the plain
+    /// AVX-512 multiply-add.
+    pub fn supports(choice: KernelChoice, ty: QuantType) -> bool {
+        if !cfg!(target_arch = "x86_64") || crate::dispatch::check_choice(choice).is_err() {
+            return false;
+        }
+        match choice {
+            KernelChoice::Avx512Vnni => {
+                matches!(ty, QuantType::Q4_0 | QuantType::Q4_1 | QuantType::Q8_0)
+            }
+            KernelChoice::Avx512 => matches!(ty, QuantType::Q4_0 | QuantType::Q4_1),
+            _ => false,
+        }
+    }
+
+    /// Repacks `w` for kernel family `choice`; `None` when that family has no packed kernel for
+    /// `w.ty` or `w.rows` is not a positive multiple of [`GROUP_ROWS`] (the caller then keeps
+    /// the plain layout and [`crate::matmul`]).
+    pub fn pack(choice: KernelChoice, w: &QMatrix) -> Option<PackedMatrix> {
+        if !Self::supports(choice, w.ty)
+            || w.rows == 0
+            || !w.rows.is_multiple_of(GROUP_ROWS)
+            || w.validate().is_err()
+        {
+            return None;
+        }
+        let nb = w.cols / QK;
+        let scale_bytes = (nb * 32 * scale_arrays(w.ty)).div_ceil(64) * 64;
+        let group_bytes = scale_bytes + nb * quant_bytes(w.ty);
+        let n_groups = w.rows / GROUP_ROWS;
+        let total = group_bytes.checked_mul(n_groups)?;
+        let mut data = vec![Line([0; 64]); total / 64];
+        let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut data[..]);
+        for (g, group) in bytes.chunks_exact_mut(group_bytes).enumerate() {
+            let (scales, quants) = group.split_at_mut(scale_bytes);
+            for j in 0..GROUP_ROWS {
+                let row = w.row(g * GROUP_ROWS + j);
+                pack_row(w.ty, nb, row, j, scales, quants);
+            }
+        }
+        Some(PackedMatrix {
+            ty: w.ty,
+            choice,
+            rows: w.rows,
+            cols: w.cols,
+            scale_bytes,
+            group_bytes,
+            data,
+        })
+    }
+
+    pub fn ty(&self) -> QuantType {
+        self.ty
+    }
+
+    /// The kernel family the layout was packed for (and that `matmul_packed` runs).
+    pub fn choice(&self) -> KernelChoice {
+        self.choice
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Bytes the packed weights occupy (read once per full pass).
+    pub fn byte_len(&self) -> usize {
+        self.data.len() * 64
+    }
+
+    /// Row `r` back in ggml's block layout (the exact bytes it was packed from); empty when
+    /// `r >= rows`. For tests and diagnostics.
+    pub fn unpack_row(&self, r: usize) -> Vec<u8> {
+        if r >= self.rows {
+            return Vec::new();
+        }
+        let nb = self.cols / QK;
+        let bytes: &[u8] = bytemuck::cast_slice(&self.data[..]);
+        let group = &bytes[(r / GROUP_ROWS) * self.group_bytes..][..self.group_bytes];
+        let (scales, quants) = group.split_at(self.scale_bytes);
+        let j = r % GROUP_ROWS;
+        let block_bytes = self.ty.block_bytes();
+        let mut out = vec![0u8; nb * block_bytes];
+        for (b, dst) in out.chunks_exact_mut(block_bytes).enumerate() {
+            dst[..2].copy_from_slice(&scales[b * 32 + 2 * j..][..2]);
+            let qs_at = if self.ty == QuantType::Q4_1 {
+                dst[2..4].copy_from_slice(&scales[nb * 32 + b * 32 + 2 * j..][..2]);
+                4
+            } else {
+                2
+            };
+            let q = &quants[b * quant_bytes(self.ty)..];
+            for (c, chunk) in dst[qs_at..].chunks_exact_mut(4).enumerate() {
+                chunk.copy_from_slice(&q[c * 64 + 4 * j..][..4]);
+                if self.ty == QuantType::Q8_0 {
+                    chunk.iter_mut().for_each(|v| *v ^= 0x80);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Scatters row `j` of a group (ggml blocks in `row`) into the group's scale and quant regions.
+fn pack_row(ty: QuantType, nb: usize, row: &[u8], j: usize, scales: &mut [u8], quants: &mut [u8]) {
+    let (block_bytes, qs_at) = match ty {
+        QuantType::Q4_0 => (size_of::<BlockQ4_0>(), 2),
+        QuantType::Q4_1 => (size_of::<BlockQ4_1>(), 4),
+        _ => (size_of::<BlockQ8_0>(), 2),
+    };
+    for (b, block) in row.chunks_exact(block_bytes).take(nb).enumerate() {
+        scales[b * 32 + 2 * j..][..2].copy_from_slice(&block[..2]);
+        if ty == QuantType::Q4_1 {
+            scales[nb * 32 + b * 32 + 2 * j..][..2].copy_from_slice(&block[2..4]);
+        }
+        let q = &mut quants[b * quant_bytes(ty)..];
+        for (c, chunk) in block[qs_at..].chunks_exact(4).enumerate() {
+            let dst = &mut q[c * 64 + 4 * j..][..4];
+            dst.copy_from_slice(chunk);
+            if ty == QuantType::Q8_0 {
+                dst.iter_mut().for_each(|v| *v ^= 0x80);
+            }
+        }
+    }
+}
+
+/// `out[t * w.rows() + r] = dot(row r of w, activation row t)` for every activation row, with
+/// the kernel family `w` was packed for. Same contract as [`crate::matmul`].
+pub fn matmul_packed(
+    pool: &ThreadPool,
+    w: &PackedMatrix,
+    acts: &ActBuf,
+    out: &mut [f32],
+) -> Result<(), QuantError> {
+    crate::dispatch::check_choice(w.choice)?;
+    let n_act = acts.n_rows();
+    let expected_out = n_act.checked_mul(w.rows).ok_or(QuantError::Overflow {
+        ty: w.ty,
+        rows: n_act,
+        cols: w.rows,
+    })?;
+    if out.len() != expected_out {
+        return Err(QuantError::Output {
+            ty: w.ty,
+            act_rows: n_act,
+            weight_rows: w.rows,
+            got: out.len(),
+        });
+    }
+    if n_act == 0 {
+        return Ok(());
+    }
+    let expected = ActType::for_weight(w.ty);
+    if acts.act_type() != expected {
+        return Err(QuantError::ActivationType {
+            weight: w.ty,
+            expected,
+            got: acts.act_type(),
+        });
+    }
+    if acts.cols() != w.cols {
+        return Err(QuantError::Cols {
+            ty: w.ty,
+            weight_cols: w.cols,
+            act_cols: acts.cols(),
+        });
+    }
+    run(pool, w, acts, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+fn run(
+    pool: &ThreadPool,
+    w: &PackedMatrix,
+    acts: &ActBuf,
+    out: &mut [f32],
+) -> Result<(), QuantError> {
+    use crate::x86::packed::{kernel, PackedJob};
+    let Some(kernel) = kernel(w.choice, w.ty) else {
+        return Err(QuantError::UnsupportedKernel { choice: w.choice });
+    };
+    let n_groups = w.rows / GROUP_ROWS;
+    let job = PackedJob {
+        nb: w.cols / QK,
+        weights: bytemuck::cast_slice(&w.data[..]),
+        group_bytes: w.group_bytes,
+        scale_bytes: w.scale_bytes,
+        acts: acts.bytes(),
+        act_stride: acts.stride(),
+        sums: acts.block_sums(),
+        n_act: acts.n_rows(),
+        rows: w.rows,
+        out: out.as_mut_ptr(),
+    };
+    let work = w.rows.saturating_mul(w.cols).saturating_mul(job.n_act);
+    let nth = pool.n_threads();
+    if nth <= 1 || work < PARALLEL_MIN_WORK || n_groups == 1 {
+        // SAFETY: `check_choice` passed for `w.choice`, and `job` describes `w`, `acts` and
+        // `out` as `matmul_packed` validated them.
+        unsafe { kernel(&job, 0, n_groups) };
+        return Ok(());
+    }
+    let per_chunk = n_groups.div_ceil(nth * 8).max(1);
+    let n_chunks = n_groups.div_ceil(per_chunk);
+    pool.par_for(n_chunks, |c| {
+        let g0 = c * per_chunk;
+        let g1 = (g0 + per_chunk).min(n_groups);
+        // SAFETY: as above; chunks cover disjoint groups, so threads write disjoint outputs.
+        unsafe { kernel(&job, g0, g1) };
+    });
+    Ok(())
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn run(
+    _pool: &ThreadPool,
+    w: &PackedMatrix,
+    _acts: &ActBuf,
+    _out: &mut [f32],
+) -> Result<(), QuantError> {
+    // `PackedMatrix::pack` never succeeds off x86-64.
+    Err(QuantError::UnsupportedKernel { choice: w.choice })
+}

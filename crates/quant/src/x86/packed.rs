@@ -1,0 +1,260 @@
+//! AVX-512 kernels for [`crate::PackedMatrix`]: 16 weight rows × 1–4 activation rows per step,
+//! one `vpdpbusd` (or its BW emulation) per 4 columns of 16 rows, activations broadcast 4 bytes
+//! at a time, results stored as one 16-lane vector per activation row.
+//!
+//! # Safety
+//! The entry points require AVX-512 F/BW/VL, AVX2, FMA and F16C (and VNNI for `_vnni`), and a
+//! [`PackedJob`] that describes its buffers truthfully (checked by `matmul_packed`).
+
+// Tiles keep parallel per-row arrays (activation pointers, sums, outputs, accumulators).
+#![allow(clippy::needless_range_loop)]
+
+use super::load_f16;
+use crate::types::QuantType;
+use kiln_tensor::cpu::KernelChoice;
+use std::arch::x86_64::*;
+
+/// One packed matmul: the weights, the activation rows and where the outputs go.
+pub(crate) struct PackedJob<'a> {
+    /// Blocks per row.
+    pub nb: usize,
+    /// All groups, `group_bytes` apart.
+    pub weights: &'a [u8],
+    pub group_bytes: usize,
+    pub scale_bytes: usize,
+    /// Activation rows (Q8_0 or Q8_1 blocks), `act_stride` bytes apart.
+    pub acts: &'a [u8],
+    pub act_stride: usize,
+    /// Σ of each Q8_0 activation block's quants, `nb` per row (empty for Q8_1).
+    pub sums: &'a [i32],
+    pub n_act: usize,
+    /// Weight rows (the output row stride).
+    pub rows: usize,
+    /// `n_act * rows` floats.
+    pub out: *mut f32,
+}
+
+// SAFETY: the job is shared read-only between pool threads; each thread writes only the output
+// elements of its own groups through `out`.
+unsafe impl Sync for PackedJob<'_> {}
+
+/// Computes groups `g0..g1` of a job.
+pub(crate) type PackedFn = unsafe fn(job: &PackedJob, g0: usize, g1: usize);
+
+/// The packed kernel for (`choice`, `ty`), if there is one.
+pub(crate) fn kernel(choice: KernelChoice, ty: QuantType) -> Option<PackedFn> {
+    let f: PackedFn = match (choice, ty) {
+        (KernelChoice::Avx512Vnni, QuantType::Q4_0) => q4_0_vnni,
+        (KernelChoice::Avx512Vnni, QuantType::Q4_1) => q4_1_vnni,
+        (KernelChoice::Avx512Vnni, QuantType::Q8_0) => q8_0_vnni,
+        (KernelChoice::Avx512, QuantType::Q4_0) => q4_0_bw,
+        (KernelChoice::Avx512, QuantType::Q4_1) => q4_1_bw,
+        _ => return None,
+    };
+    Some(f)
+}
+
+/// Q8_0 activation block bytes (f16 d, 32 × i8).
+const A80: usize = 34;
+/// Q8_1 activation block bytes (f16 d, f16 s, 32 × i8).
+const A81: usize = 36;
+
+/// `acc + Σ u·s` over groups of 4 byte pairs (u unsigned, s signed), 16 i32 lanes.
+#[inline(always)]
+unsafe fn dpbusd<const VNNI: bool>(acc: __m512i, u: __m512i, s: __m512i) -> __m512i {
+    if VNNI {
+        _mm512_dpbusd_epi32(acc, u, s)
+    } else {
+        let p = _mm512_madd_epi16(_mm512_maddubs_epi16(u, s), _mm512_set1_epi16(1));
+        _mm512_add_epi32(acc, p)
+    }
+}
+
+/// The 4 bytes at `p` in every 32-bit lane.
+#[inline(always)]
+unsafe fn bcast4(p: *const u8) -> __m512i {
+    _mm512_set1_epi32(p.cast::<i32>().read_unaligned())
+}
+
+/// Everything one group × activation-tile step needs.
+struct Tile<const T: usize> {
+    /// Activation row starts.
+    y: [*const u8; T],
+    /// Activation block sums (Q8_0 only).
+    s: [*const i32; T],
+    /// Output starts (16 floats each).
+    o: [*mut f32; T],
+}
+
+#[inline(always)]
+unsafe fn tile<const T: usize>(job: &PackedJob, g: usize, t0: usize) -> Tile<T> {
+    let mut tile = Tile {
+        y: [std::ptr::null(); T],
+        s: [std::ptr::null(); T],
+        o: [std::ptr::null_mut(); T],
+    };
+    for t in 0..T {
+        let row = t0 + t;
+        tile.y[t] = job.acts.as_ptr().add(row * job.act_stride);
+        tile.s[t] = job.sums.as_ptr().wrapping_add(row * job.nb);
+        tile.o[t] = job.out.add(row * job.rows + g * 16);
+    }
+    tile
+}
+
+/// Q4_0 / Q4_1 (`ASYM`) group `g` against activation rows `t0..t0 + T`.
+#[inline(always)]
+unsafe fn q4_tile<const VNNI: bool, const ASYM: bool, const T: usize>(
+    job: &PackedJob,
+    g: usize,
+    t0: usize,
+) {
+    let nb = job.nb;
+    let grp = job.weights.as_ptr().add(g * job.group_bytes);
+    let qp = grp.add(job.scale_bytes);
+    let tl = tile::<T>(job, g, t0);
+    let ab = if ASYM { A81 } else { A80 };
+    let qa_at = if ASYM { 4 } else { 2 };
+    let mask = _mm512_set1_epi8(0x0f);
+    let mut acc = [_mm512_setzero_ps(); T];
+    for b in 0..nb {
+        let q = qp.add(b * 256);
+        let mut lo = [_mm512_setzero_si512(); 4];
+        let mut hi = [_mm512_setzero_si512(); 4];
+        for c in 0..4 {
+            let w = _mm512_load_si512(q.add(c * 64).cast());
+            lo[c] = _mm512_and_si512(w, mask);
+            hi[c] = _mm512_and_si512(_mm512_srli_epi16(w, 4), mask);
+        }
+        let dw = _mm512_cvtph_ps(_mm256_load_si256(grp.add(b * 32).cast()));
+        for t in 0..T {
+            let y = tl.y[t].add(b * ab);
+            let qa = y.add(qa_at);
+            let mut s0 = _mm512_setzero_si512();
+            let mut s1 = _mm512_setzero_si512();
+            for c in 0..4 {
+                s0 = dpbusd::<VNNI>(s0, lo[c], bcast4(qa.add(4 * c)));
+                s1 = dpbusd::<VNNI>(s1, hi[c], bcast4(qa.add(16 + 4 * c)));
+            }
+            let mut isum = _mm512_add_epi32(s0, s1);
+            if !ASYM {
+                // Q4_0 quants are q − 8: Σ (q − 8)·a = Σ q·a − 8·Σ a.
+                isum = _mm512_sub_epi32(isum, _mm512_set1_epi32(8 * *tl.s[t].add(b)));
+            }
+            let d = _mm512_mul_ps(dw, _mm512_set1_ps(load_f16(y)));
+            acc[t] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(isum), acc[t]);
+            if ASYM {
+                let mw = _mm512_cvtph_ps(_mm256_load_si256(grp.add(nb * 32 + b * 32).cast()));
+                acc[t] = _mm512_fmadd_ps(mw, _mm512_set1_ps(load_f16(y.add(2))), acc[t]);
+            }
+        }
+    }
+    for t in 0..T {
+        _mm512_storeu_ps(tl.o[t], acc[t]);
+    }
+}
+
+/// Q8_0 group `g` against activation rows `t0..t0 + T` (VNNI only).
+#[inline(always)]
+unsafe fn q8_tile<const T: usize>(job: &PackedJob, g: usize, t0: usize) {
+    let nb = job.nb;
+    let grp = job.weights.as_ptr().add(g * job.group_bytes);
+    let qp = grp.add(job.scale_bytes);
+    let tl = tile::<T>(job, g, t0);
+    let mut acc = [_mm512_setzero_ps(); T];
+    for b in 0..nb {
+        let q = qp.add(b * 512);
+        let dw = _mm512_cvtph_ps(_mm256_load_si256(grp.add(b * 32).cast()));
+        let mut w = [_mm512_setzero_si512(); 8];
+        for (c, wc) in w.iter_mut().enumerate() {
+            *wc = _mm512_load_si512(q.add(c * 64).cast());
+        }
+        for t in 0..T {
+            let y = tl.y[t].add(b * A80);
+            let qa = y.add(2);
+            let mut s0 = _mm512_setzero_si512();
+            let mut s1 = _mm512_setzero_si512();
+            for c in (0..8).step_by(2) {
+                s0 = _mm512_dpbusd_epi32(s0, w[c], bcast4(qa.add(4 * c)));
+                s1 = _mm512_dpbusd_epi32(s1, w[c + 1], bcast4(qa.add(4 * c + 4)));
+            }
+            // Quants are stored as q + 128: Σ (q + 128)·a − 128·Σ a = Σ q·a.
+            let off = _mm512_set1_epi32(128 * *tl.s[t].add(b));
+            let isum = _mm512_sub_epi32(_mm512_add_epi32(s0, s1), off);
+            let d = _mm512_mul_ps(dw, _mm512_set1_ps(load_f16(y)));
+            acc[t] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(isum), acc[t]);
+        }
+    }
+    for t in 0..T {
+        _mm512_storeu_ps(tl.o[t], acc[t]);
+    }
+}
+
+/// Runs `$tile::<…, T>` over groups `g0..g1` and every activation row, four rows at a time.
+macro_rules! groups {
+    ($job:ident, $g0:ident, $g1:ident, |$g:ident, $t:ident, $n:ident| $call:expr) => {{
+        for $g in $g0..$g1 {
+            let mut $t = 0;
+            while $t < $job.n_act {
+                let $n = ($job.n_act - $t).min(4);
+                $call;
+                $t += $n;
+            }
+        }
+    }};
+}
+
+macro_rules! q4_entry {
+    ($name:ident, $vnni:literal, $asym:literal, $features:literal, $what:literal) => {
+        #[doc = $what]
+        #[target_feature(enable = $features)]
+        unsafe fn $name(job: &PackedJob, g0: usize, g1: usize) {
+            groups!(job, g0, g1, |g, t, n| match n {
+                4 => q4_tile::<$vnni, $asym, 4>(job, g, t),
+                3 => q4_tile::<$vnni, $asym, 3>(job, g, t),
+                2 => q4_tile::<$vnni, $asym, 2>(job, g, t),
+                _ => q4_tile::<$vnni, $asym, 1>(job, g, t),
+            })
+        }
+    };
+}
+
+q4_entry!(
+    q4_0_vnni,
+    true,
+    false,
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+    "Packed Q4_0 · Q8_0 rows (AVX-512 VNNI)."
+);
+q4_entry!(
+    q4_1_vnni,
+    true,
+    true,
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+    "Packed Q4_1 · Q8_1 rows (AVX-512 VNNI)."
+);
+q4_entry!(
+    q4_0_bw,
+    false,
+    false,
+    "avx512f,avx512bw,avx512vl,avx2,fma,f16c",
+    "Packed Q4_0 · Q8_0 rows (AVX-512 BW)."
+);
+q4_entry!(
+    q4_1_bw,
+    false,
+    true,
+    "avx512f,avx512bw,avx512vl,avx2,fma,f16c",
+    "Packed Q4_1 · Q8_1 rows (AVX-512 BW)."
+);
+
+/// Packed Q8_0 · Q8_0 rows (AVX-512 VNNI).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn q8_0_vnni(job: &PackedJob, g0: usize, g1: usize) {
+    groups!(job, g0, g1, |g, t, n| match n {
+        4 => q8_tile::<4>(job, g, t),
+        3 => q8_tile::<3>(job, g, t),
+        2 => q8_tile::<2>(job, g, t),
+        _ => q8_tile::<1>(job, g, t),
+    })
+}

@@ -1,0 +1,154 @@
+//! Packed (16-row interleaved) weights: the layout round-trips to ggml's bytes, and
+//! `matmul_packed` matches the scalar reference for every family that packs, every activation
+//! count and thread count, with batched rows bit-identical to one row at a time.
+
+use crate::common::{abs_dot, choices, dequant, quantize_matrix, Rng, Tol};
+use kiln_quant::{
+    matmul_packed, vec_dot, ActBuf, KernelChoice, PackedMatrix, QMatrix, QuantType, GROUP_ROWS,
+};
+use kiln_tensor::ThreadPool;
+
+const PACKABLE: [QuantType; 3] = [QuantType::Q4_0, QuantType::Q4_1, QuantType::Q8_0];
+
+#[test]
+fn pack_round_trips_every_row() {
+    let mut rng = Rng::new(400);
+    for choice in choices() {
+        for ty in PACKABLE {
+            if !PackedMatrix::supports(choice, ty) {
+                continue;
+            }
+            for (rows, cols) in [(16, 32), (32, 96), (48, 64)] {
+                let bytes = quantize_matrix(ty, &rng.vec(rows * cols, 1.0), cols);
+                let w = QMatrix::new(ty, rows, cols, &bytes).unwrap();
+                let p = PackedMatrix::pack(choice, &w).unwrap();
+                assert_eq!((p.rows(), p.cols(), p.ty()), (rows, cols, ty));
+                for r in 0..rows {
+                    assert_eq!(p.unpack_row(r), w.row(r), "{ty:?} {choice:?} row {r}");
+                }
+                assert!(p.unpack_row(rows).is_empty());
+            }
+        }
+    }
+}
+
+#[test]
+fn pack_declines_what_it_cannot_run() {
+    let mut rng = Rng::new(401);
+    for ty in QuantType::ALL {
+        for rows in [15usize, 16, 17] {
+            let bytes = quantize_matrix(ty, &rng.vec(rows * 256, 1.0), 256);
+            let w = QMatrix::new(ty, rows, 256, &bytes).unwrap();
+            for choice in [KernelChoice::Generic, KernelChoice::Avx2] {
+                assert!(
+                    PackedMatrix::pack(choice, &w).is_none(),
+                    "{ty:?} {choice:?}"
+                );
+            }
+            for choice in choices() {
+                let packed = PackedMatrix::pack(choice, &w);
+                let expect = PackedMatrix::supports(choice, ty) && rows % GROUP_ROWS == 0;
+                assert_eq!(packed.is_some(), expect, "{ty:?} {choice:?} rows {rows}");
+            }
+        }
+    }
+    // Q8_0 needs VNNI; Q4_K and the float types never pack.
+    assert!(!PackedMatrix::supports(
+        KernelChoice::Avx512,
+        QuantType::Q8_0
+    ));
+    assert!(!PackedMatrix::supports(
+        KernelChoice::Avx512Vnni,
+        QuantType::Q4_K
+    ));
+}
+
+#[test]
+fn packed_matmul_matches_reference() {
+    let mut rng = Rng::new(402);
+    let pools = [ThreadPool::new(1), ThreadPool::new(3)];
+    for choice in choices() {
+        for ty in PACKABLE {
+            if !PackedMatrix::supports(choice, ty) {
+                continue;
+            }
+            for (rows, cols) in [(16, 32), (32, 96), (64, 576), (48, 1024)] {
+                let wf = rng.vec(rows * cols, 0.5);
+                let bytes = quantize_matrix(ty, &wf, cols);
+                let w = QMatrix::new(ty, rows, cols, &bytes).unwrap();
+                let wdq: Vec<f32> = (0..rows)
+                    .flat_map(|r| dequant(ty, w.row(r), cols))
+                    .collect();
+                let p = PackedMatrix::pack(choice, &w).unwrap();
+                for n_act in [1usize, 2, 3, 4, 5, 9] {
+                    let x = rng.vec(n_act * cols, 1.0);
+                    let mut acts = ActBuf::new();
+                    acts.quantize(ty, &x, cols).unwrap();
+                    for pool in &pools {
+                        let mut out = vec![f32::NAN; n_act * rows];
+                        matmul_packed(pool, &p, &acts, &mut out).unwrap();
+                        for t in 0..n_act {
+                            for r in 0..rows {
+                                let want =
+                                    vec_dot(KernelChoice::Generic, ty, cols, w.row(r), acts.row(t))
+                                        .unwrap();
+                                let xr = &x[t * cols..(t + 1) * cols];
+                                let scale = 2.0 * abs_dot(&wdq[r * cols..(r + 1) * cols], xr);
+                                Tol::Close.check(
+                                    out[t * rows + r],
+                                    want,
+                                    scale + 1e-30,
+                                    &format!("{ty:?} {choice:?} {rows}x{cols} t={t} r={r}"),
+                                );
+                            }
+                        }
+                        // Each batched row is bit-identical to that row computed alone.
+                        for t in 0..n_act {
+                            let mut one = ActBuf::new();
+                            one.quantize(ty, &x[t * cols..(t + 1) * cols], cols)
+                                .unwrap();
+                            let mut single = vec![0.0; rows];
+                            matmul_packed(pool, &p, &one, &mut single).unwrap();
+                            for r in 0..rows {
+                                Tol::Exact.check(
+                                    out[t * rows + r],
+                                    single[r],
+                                    0.0,
+                                    &format!("{ty:?} {choice:?} batch vs single t={t} r={r}"),
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn packed_matmul_rejects_mismatches() {
+    let mut rng = Rng::new(403);
+    let (rows, cols) = (32, 64);
+    let bytes = quantize_matrix(QuantType::Q4_1, &rng.vec(rows * cols, 1.0), cols);
+    let w = QMatrix::new(QuantType::Q4_1, rows, cols, &bytes).unwrap();
+    let Some(choice) = choices()
+        .into_iter()
+        .find(|&c| PackedMatrix::supports(c, QuantType::Q4_1))
+    else {
+        // A CPU without AVX-512 has no packed kernels: packing must decline.
+        assert!(PackedMatrix::pack(KernelChoice::Avx2, &w).is_none());
+        return;
+    };
+    let p = PackedMatrix::pack(choice, &w).unwrap();
+    let pool = ThreadPool::new(1);
+    let x = rng.vec(2 * cols, 1.0);
+    let mut acts = ActBuf::new();
+    acts.quantize(QuantType::Q4_1, &x, cols).unwrap();
+    let mut out = vec![0.0; 2 * rows];
+    assert!(matmul_packed(&pool, &p, &acts, &mut out[1..]).is_err());
+    acts.quantize(QuantType::Q8_0, &x, cols).unwrap();
+    assert!(matmul_packed(&pool, &p, &acts, &mut out).is_err());
+    acts.quantize(QuantType::Q4_1, &x, 32).unwrap();
+    let mut out4 = vec![0.0; 4 * rows];
+    assert!(matmul_packed(&pool, &p, &acts, &mut out4).is_err());
+}
