@@ -54,6 +54,22 @@ pub(crate) fn kernel(choice: KernelChoice, ty: QuantType) -> Option<PackedFn> {
     Some(f)
 }
 
+/// How far ahead of the block being computed the weight stream is prefetched.
+const PREFETCH: usize = 4096;
+
+/// Prefetches the `L` lines `PREFETCH` bytes ahead of `q` that lie before `end` (the end of
+/// this thread's groups): the hardware prefetcher alone leaves single-token decode waiting on
+/// memory (176 → 295 tokens/s for Q4_0 on one Zen 4 core with it).
+#[inline(always)]
+unsafe fn prefetch<const L: usize>(q: *const u8, end: *const u8) {
+    let ahead = q.wrapping_add(PREFETCH);
+    if ahead < end {
+        for k in 0..L {
+            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * k).cast());
+        }
+    }
+}
+
 /// Q8_0 activation block bytes (f16 d, 32 × i8).
 const A80: usize = 34;
 /// Q8_1 activation block bytes (f16 d, f16 s, 32 × i8).
@@ -108,6 +124,7 @@ unsafe fn q4_tile<const VNNI: bool, const ASYM: bool, const T: usize>(
     job: &PackedJob,
     g: usize,
     t0: usize,
+    end: *const u8,
 ) {
     let nb = job.nb;
     let grp = job.weights.as_ptr().add(g * job.group_bytes);
@@ -119,6 +136,7 @@ unsafe fn q4_tile<const VNNI: bool, const ASYM: bool, const T: usize>(
     let mut acc = [_mm512_setzero_ps(); T];
     for b in 0..nb {
         let q = qp.add(b * 256);
+        prefetch::<4>(q, end);
         let mut lo = [_mm512_setzero_si512(); 4];
         let mut hi = [_mm512_setzero_si512(); 4];
         for c in 0..4 {
@@ -156,7 +174,7 @@ unsafe fn q4_tile<const VNNI: bool, const ASYM: bool, const T: usize>(
 
 /// Q8_0 group `g` against activation rows `t0..t0 + T` (VNNI only).
 #[inline(always)]
-unsafe fn q8_tile<const T: usize>(job: &PackedJob, g: usize, t0: usize) {
+unsafe fn q8_tile<const T: usize>(job: &PackedJob, g: usize, t0: usize, end: *const u8) {
     let nb = job.nb;
     let grp = job.weights.as_ptr().add(g * job.group_bytes);
     let qp = grp.add(job.scale_bytes);
@@ -164,6 +182,7 @@ unsafe fn q8_tile<const T: usize>(job: &PackedJob, g: usize, t0: usize) {
     let mut acc = [_mm512_setzero_ps(); T];
     for b in 0..nb {
         let q = qp.add(b * 512);
+        prefetch::<8>(q, end);
         let dw = _mm512_cvtph_ps(_mm256_load_si256(grp.add(b * 32).cast()));
         let mut w = [_mm512_setzero_si512(); 8];
         for (c, wc) in w.iter_mut().enumerate() {
@@ -192,7 +211,8 @@ unsafe fn q8_tile<const T: usize>(job: &PackedJob, g: usize, t0: usize) {
 
 /// Runs `$tile::<…, T>` over groups `g0..g1` and every activation row, four rows at a time.
 macro_rules! groups {
-    ($job:ident, $g0:ident, $g1:ident, |$g:ident, $t:ident, $n:ident| $call:expr) => {{
+    ($job:ident, $g0:ident, $g1:ident, |$g:ident, $t:ident, $n:ident, $end:ident| $call:expr) => {{
+        let $end = $job.weights.as_ptr().wrapping_add($g1 * $job.group_bytes);
         for $g in $g0..$g1 {
             let mut $t = 0;
             while $t < $job.n_act {
@@ -209,11 +229,11 @@ macro_rules! q4_entry {
         #[doc = $what]
         #[target_feature(enable = $features)]
         unsafe fn $name(job: &PackedJob, g0: usize, g1: usize) {
-            groups!(job, g0, g1, |g, t, n| match n {
-                4 => q4_tile::<$vnni, $asym, 4>(job, g, t),
-                3 => q4_tile::<$vnni, $asym, 3>(job, g, t),
-                2 => q4_tile::<$vnni, $asym, 2>(job, g, t),
-                _ => q4_tile::<$vnni, $asym, 1>(job, g, t),
+            groups!(job, g0, g1, |g, t, n, end| match n {
+                4 => q4_tile::<$vnni, $asym, 4>(job, g, t, end),
+                3 => q4_tile::<$vnni, $asym, 3>(job, g, t, end),
+                2 => q4_tile::<$vnni, $asym, 2>(job, g, t, end),
+                _ => q4_tile::<$vnni, $asym, 1>(job, g, t, end),
             })
         }
     };
@@ -251,10 +271,10 @@ q4_entry!(
 /// Packed Q8_0 · Q8_0 rows (AVX-512 VNNI).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn q8_0_vnni(job: &PackedJob, g0: usize, g1: usize) {
-    groups!(job, g0, g1, |g, t, n| match n {
-        4 => q8_tile::<4>(job, g, t),
-        3 => q8_tile::<3>(job, g, t),
-        2 => q8_tile::<2>(job, g, t),
-        _ => q8_tile::<1>(job, g, t),
+    groups!(job, g0, g1, |g, t, n, end| match n {
+        4 => q8_tile::<4>(job, g, t, end),
+        3 => q8_tile::<3>(job, g, t, end),
+        2 => q8_tile::<2>(job, g, t, end),
+        _ => q8_tile::<1>(job, g, t, end),
     })
 }
