@@ -1,11 +1,13 @@
 //! Criterion bench of `matmul_with` per kernel family on the SmolLM2-135M shapes, single thread:
 //! the 576×1536 (rows×cols) Q4_1 FFN-down matrix and the 49152×576 Q8_0 tied embedding/output
-//! matrix (plus Q4_K, Q6_K and F16 at 576×1536), with
+//! matrix (plus Q4_0, Q8_0, Q4_K, Q6_K and F16 at 576×1536), with
 //! 1 activation row (decode) and 64 (prefill). Each case is reported twice: as weight bytes/s
-//! and as multiply-adds (elements) per second.
+//! and as multiply-adds (elements) per second. Every kernel family the CPU runs is listed,
+//! the scalar reference (`generic`) included, and where a family has a packed layout for the
+//! type (`PackedMatrix`) its packed kernel is listed beside it as `packed-<family>`.
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use kiln_quant::{matmul_with, ActBuf, QMatrix, QuantType};
+use kiln_quant::{matmul_packed, matmul_with, ActBuf, PackedMatrix, QMatrix, QuantType};
 use kiln_tensor::ThreadPool;
 use std::time::Duration;
 
@@ -38,6 +40,8 @@ fn bench(c: &mut Criterion) {
     let shapes = [
         ("q4_1 576x1536", QuantType::Q4_1, 576, 1536),
         ("q8_0 49152x576", QuantType::Q8_0, 49152, 576),
+        ("q4_0 576x1536", QuantType::Q4_0, 576, 1536),
+        ("q8_0 576x1536", QuantType::Q8_0, 576, 1536),
         ("q4_k 576x1536", QuantType::Q4_K, 576, 1536),
         ("q6_k 576x1536", QuantType::Q6_K, 576, 1536),
         ("f16 576x1536", QuantType::F16, 576, 1536),
@@ -69,6 +73,16 @@ fn bench(c: &mut Criterion) {
                     g.bench_function(BenchmarkId::from_parameter(choice.name()), |b| {
                         b.iter(|| {
                             matmul_with(choice, &pool, &w, &acts, &mut out).unwrap_or(());
+                            black_box(&out);
+                        })
+                    });
+                    let Some(p) = PackedMatrix::pack(choice, &w) else {
+                        continue;
+                    };
+                    let id = format!("packed-{}", choice.name());
+                    g.bench_function(BenchmarkId::from_parameter(id), |b| {
+                        b.iter(|| {
+                            matmul_packed(&pool, &p, &acts, &mut out).unwrap_or(());
                             black_box(&out);
                         })
                     });

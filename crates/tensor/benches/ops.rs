@@ -1,0 +1,91 @@
+//! Criterion bench of the f32 kernels on SmolLM2-135M shapes (d_model 576, d_ff 1536, 9 query
+//! heads / 3 KV heads of 64, 512 cached positions): RMSNorm, softmax, SiLU·mul, RoPE, and the
+//! attention row kernels. Each is reported as bytes/s and elements/s under the kernel family
+//! `kernel_choice()` picks; run once plainly and once with `KILN_KERNELS=generic` to put every
+//! SIMD build beside the scalar reference (the family is part of every benchmark id).
+
+use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use kiln_tensor::ops;
+use std::time::Duration;
+
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        })
+        .collect()
+}
+
+/// Registers `f` under `name` with byte and element throughputs.
+fn case(c: &mut Criterion, name: &str, bytes: usize, elems: usize, mut f: impl FnMut()) {
+    let family = kiln_tensor::cpu::kernel_choice().name();
+    for (unit, tp) in [
+        ("bytes", Throughput::Bytes(bytes as u64)),
+        ("elements", Throughput::Elements(elems as u64)),
+    ] {
+        let mut g = c.benchmark_group(format!("{name}/{unit}"));
+        g.throughput(tp);
+        g.sample_size(20);
+        g.warm_up_time(Duration::from_millis(300));
+        g.measurement_time(Duration::from_secs(1));
+        g.bench_function(BenchmarkId::from_parameter(family), |b| b.iter(&mut f));
+        g.finish();
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let (d, ff, hd, kvd, n_pos) = (576usize, 1536usize, 64usize, 192usize, 512usize);
+
+    let x = values(d, 1);
+    let w = values(d, 2);
+    let mut out = vec![0.0; d];
+    case(c, "rms_norm 576", 3 * 4 * d, d, || {
+        ops::rms_norm(black_box(&x), &w, 1e-5, &mut out);
+    });
+
+    let scores = values(n_pos, 3);
+    let mut s = scores.clone();
+    case(c, "softmax 512", 2 * 4 * n_pos, n_pos, || {
+        s.copy_from_slice(&scores);
+        ops::softmax_in_place(black_box(&mut s));
+    });
+
+    let up = values(ff, 4);
+    let gate0 = values(ff, 5);
+    let mut gate = gate0.clone();
+    case(c, "silu_mul 1536", 3 * 4 * ff, ff, || {
+        gate.copy_from_slice(&gate0);
+        ops::silu_mul_in_place(black_box(&mut gate), &up);
+    });
+
+    let rope = ops::Rope::new(hd, hd, 100_000.0);
+    let mut q = values(9 * hd, 6);
+    case(c, "rope 9x64", 2 * 4 * 9 * hd, 9 * hd, || {
+        rope.apply(black_box(&mut q), 300);
+    });
+
+    // One head's scores over 512 cached keys, then its weighted sum of 512 values.
+    let keys = values(n_pos * kvd, 7);
+    let qh = values(hd, 8);
+    let mut sc = vec![0.0; n_pos];
+    case(c, "dot_rows 512x64", 4 * n_pos * hd, n_pos * hd, || {
+        ops::dot_rows(black_box(&qh), &keys, kvd, hd, &mut sc);
+    });
+    let mut o = vec![0.0; hd];
+    case(
+        c,
+        "weighted_rows 512x64",
+        4 * n_pos * hd,
+        n_pos * hd,
+        || {
+            ops::weighted_rows(black_box(&sc), &keys, kvd, hd, &mut o);
+        },
+    );
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
