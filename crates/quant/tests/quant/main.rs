@@ -5,3 +5,4 @@ mod common;
 mod formats;
 mod kernels;
 mod matmul;
+mod search;
