@@ -104,7 +104,8 @@ pub fn main(args: PerplexityArgs) -> Result<()> {
         secs,
         (report.n_chunks * args.ctx) as f64 / secs
     );
-    let mut out = format!("PPL = {:.4} +/- {:.5}\n", report.ppl, report.ppl_stderr);
+    // The PPL line stays last (scripts read it); the quality gates come before it.
+    let mut out = String::new();
     if let Some(k) = kl {
         out.push_str(&format!(
             "reference PPL = {:.4}, PPL ratio = {:.5}\nKL divergence: mean {:.6}, median {:.6}, p99 {:.6}, max {:.6} ({} positions)\nsame top token: {:.3}%\n",
@@ -118,5 +119,9 @@ pub fn main(args: PerplexityArgs) -> Result<()> {
             100.0 * k.same_top
         ));
     }
+    out.push_str(&format!(
+        "PPL = {:.4} +/- {:.5}\n",
+        report.ppl, report.ppl_stderr
+    ));
     crate::common::print_stdout(&out)
 }
