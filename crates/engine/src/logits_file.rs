@@ -79,7 +79,15 @@ impl LogitsWriter {
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => Path::new("."),
         };
-        let tmp = tempfile::NamedTempFile::new_in(dir)
+        let mut builder = tempfile::Builder::new();
+        #[cfg(unix)]
+        {
+            // 0666 minus the umask, as a plainly created file, not tempfile's private 0600.
+            use std::os::unix::fs::PermissionsExt;
+            builder.permissions(std::fs::Permissions::from_mode(0o666));
+        }
+        let tmp = builder
+            .tempfile_in(dir)
             .map_err(|e| io(dir, "creating a temporary file in", e))?;
         let mut w = BufWriter::with_capacity(1 << 20, tmp);
         let mut h = Vec::with_capacity(HEADER as usize);
