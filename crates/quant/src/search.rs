@@ -4,13 +4,15 @@
 //!
 //! ggml's round-to-nearest block is always one of the candidates, so the result is never worse
 //! than the reference quantizer on the weighted error (the property the tests check). Optional
-//! clipping saturates values beyond a threshold before the search, so that one outlier does not
-//! stretch the step of a whole block: the block then approximates the clipped values (trading
-//! the outlier's error for finer steps everywhere else).
+//! clipping adds candidates whose scale is derived from values saturated at a threshold, so that
+//! an outlier need not stretch the step of its whole block; like every candidate they are judged
+//! by the weighted error against the unclipped values, so an outlier is clipped only where that
+//! costs less than the coarser step would (a low-importance channel), never blindly: measured on
+//! SmolLM2, blind clipping at the 99.9th percentile of each row more than doubled perplexity.
 //!
-//! Searched types: Q4_0, Q4_1, Q8_0. Q4_K and Q6_K use ggml's reference quantizer on the
-//! (clipped) values: their scales are already fitted per 16/32-element sub-block. Float types are
-//! plain conversions.
+//! Searched types: Q4_0, Q4_1, Q8_0. Q4_K and Q6_K use ggml's reference quantizer (their scales
+//! are already fitted per 16/32-element sub-block); with clipping, each super-block keeps the
+//! better of the reference on the raw and on the clipped values. Float types are conversions.
 
 use crate::common::{blocks_mut_apply, f16_to_f32, f32_to_f16};
 use crate::error::QuantError;
@@ -58,10 +60,7 @@ pub fn quantize_row_searched(
             });
         }
     }
-    let clipped: Option<Vec<f32>> = opts
-        .clip
-        .map(|t| src.iter().map(|v| v.clamp(-t, t)).collect());
-    let xc = clipped.as_deref().unwrap_or(src);
+    let clip = opts.clip;
     let ones = [1.0f32; QK4_1];
     let weights = |i: usize, bs: usize| -> &[f32] {
         match opts.importance {
@@ -73,22 +72,63 @@ pub fn quantize_row_searched(
         QuantType::Q4_0 => blocks_mut_apply(dst, |out: &mut [BlockQ4_0]| {
             for (i, b) in out.iter_mut().enumerate() {
                 let r = i * QK4_0..(i + 1) * QK4_0;
-                *b = search_q4_0(&xc[r], weights(i, QK4_0));
+                *b = search_q4_0(&src[r], weights(i, QK4_0), clip);
             }
         }),
         QuantType::Q4_1 => blocks_mut_apply(dst, |out: &mut [BlockQ4_1]| {
             for (i, b) in out.iter_mut().enumerate() {
                 let r = i * QK4_1..(i + 1) * QK4_1;
-                *b = search_q4_1(&xc[r], weights(i, QK4_1));
+                *b = search_q4_1(&src[r], weights(i, QK4_1), clip);
             }
         }),
         QuantType::Q8_0 => blocks_mut_apply(dst, |out: &mut [BlockQ8_0]| {
             for (i, b) in out.iter_mut().enumerate() {
                 let r = i * QK8_0..(i + 1) * QK8_0;
-                *b = search_q8_0(&xc[r], weights(i, QK8_0));
+                *b = search_q8_0(&src[r], weights(i, QK8_0), clip);
             }
         }),
-        _ => quantize_row(ty, xc, dst)?,
+        _ => match clip {
+            None => quantize_row(ty, src, dst)?,
+            Some(t) => reference_or_clipped(ty, src, opts.importance, t, dst)?,
+        },
+    }
+    Ok(())
+}
+
+/// Per block of `ty`, the better (weighted error against `src`) of ggml's reference quantizer
+/// on the raw values and on the values clipped at `t`.
+fn reference_or_clipped(
+    ty: QuantType,
+    src: &[f32],
+    importance: Option<&[f32]>,
+    t: f32,
+    dst: &mut [u8],
+) -> Result<(), QuantError> {
+    let (bs, bb) = (ty.block_size(), ty.block_bytes());
+    let (mut a, mut b) = (vec![0u8; bb], vec![0u8; bb]);
+    let (mut da, mut db) = (vec![0.0f32; bs], vec![0.0f32; bs]);
+    let mut xc = vec![0.0f32; bs];
+    for (i, (x, out)) in src
+        .chunks_exact(bs)
+        .zip(dst.chunks_exact_mut(bb))
+        .enumerate()
+    {
+        for (c, &v) in xc.iter_mut().zip(x) {
+            *c = v.clamp(-t, t);
+        }
+        quantize_row(ty, x, &mut a)?;
+        quantize_row(ty, &xc, &mut b)?;
+        crate::types::dequantize_row(ty, &a, &mut da)?;
+        crate::types::dequantize_row(ty, &b, &mut db)?;
+        let w = |j: usize| importance.map_or(1.0, |w| w[i * bs + j]);
+        let err = |d: &[f32]| -> f64 {
+            x.iter()
+                .zip(d)
+                .enumerate()
+                .map(|(j, (&v, &y))| w(j) as f64 * ((v - y) as f64).powi(2))
+                .sum()
+        };
+        out.copy_from_slice(if err(&db) < err(&da) { &b } else { &a });
     }
     Ok(())
 }
@@ -120,9 +160,10 @@ fn weighted_err(x: &[f32], w: &[f32], deq: impl Fn(usize) -> f32) -> f64 {
 }
 
 /// Best symmetric quantization of one 32-element block with levels `lo..=hi` (`x ≈ d·q`).
-/// Candidate scales map the (clipped) extreme value onto `lo` or `hi` with the divisor nudged
-/// in steps of `step`; each is refined by a weighted least-squares refit of `d` and re-rounding.
-/// Returns the f16 scale, the levels and the weighted error, or `None` for an all-zero block.
+/// Candidate scales map the extreme value (and, with `clip`, the clipped extreme) onto `lo` or
+/// `hi` with the divisor nudged in steps of `step`; each is refined by a weighted least-squares
+/// refit of `d` and re-rounding. Returns the f16 scale, the levels and the weighted error, or
+/// `None` for an all-zero block.
 fn search_symmetric(
     x: &[f32],
     w: &[f32],
@@ -130,6 +171,7 @@ fn search_symmetric(
     hi: i32,
     step: f32,
     n_steps: i32,
+    clip: Option<f32>,
 ) -> Option<(half::f16, [i32; 32], f64)> {
     let mut max = 0.0f32;
     for &v in x {
@@ -140,6 +182,10 @@ fn search_symmetric(
     if max == 0.0 {
         return None;
     }
+    let mut extremes = vec![max];
+    if let Some(t) = clip.filter(|&t| t > 0.0 && t < max.abs()) {
+        extremes.push(t.copysign(max));
+    }
     let mut best: Option<(half::f16, [i32; 32], f64)> = None;
     let mut q = [0i32; 32];
     let round_all = |d: f32, q: &mut [i32; 32]| {
@@ -148,7 +194,7 @@ fn search_symmetric(
             *qj = ((v * id).round() as i32).clamp(lo, hi);
         }
     };
-    for &edge in &[lo, hi] {
+    for (max, edge) in extremes.iter().flat_map(|&m| [(m, lo), (m, hi)]) {
         for k in -n_steps..=n_steps {
             let denom = edge as f32 + step * k as f32 * edge.signum() as f32;
             if denom == 0.0 {
@@ -178,7 +224,7 @@ fn search_symmetric(
     best
 }
 
-fn search_q4_0(x: &[f32], w: &[f32]) -> BlockQ4_0 {
+fn search_q4_0(x: &[f32], w: &[f32], clip: Option<f32>) -> BlockQ4_0 {
     let mut rtn = [BlockQ4_0::default()];
     quantize_row_q4_0_ref(x, &mut rtn);
     let rtn = rtn[0];
@@ -187,7 +233,7 @@ fn search_q4_0(x: &[f32], w: &[f32]) -> BlockQ4_0 {
         let nib = if j < 16 { byte & 0x0f } else { byte >> 4 };
         (nib as i32 - 8) as f32 * f16_to_f32(rtn.d)
     });
-    match search_symmetric(x, w, -8, 7, 0.1, 10) {
+    match search_symmetric(x, w, -8, 7, 0.1, 10, clip) {
         Some((d, q, err)) if err < rtn_err => {
             let mut b = BlockQ4_0 {
                 d,
@@ -202,13 +248,13 @@ fn search_q4_0(x: &[f32], w: &[f32]) -> BlockQ4_0 {
     }
 }
 
-fn search_q8_0(x: &[f32], w: &[f32]) -> BlockQ8_0 {
+fn search_q8_0(x: &[f32], w: &[f32], clip: Option<f32>) -> BlockQ8_0 {
     let Ok(x_arr) = <&[f32; QK8_0]>::try_from(x) else {
         return BlockQ8_0::default();
     };
     let rtn = quantize_block_q8_0(x_arr);
     let rtn_err = weighted_err(x, w, |j| rtn.qs[j] as f32 * f16_to_f32(rtn.d));
-    match search_symmetric(x, w, -127, 127, 0.5, 4) {
+    match search_symmetric(x, w, -127, 127, 0.5, 4, clip) {
         Some((d, q, err)) if err < rtn_err => {
             let mut b = BlockQ8_0 { d, qs: [0; QK8_0] };
             for (o, &v) in b.qs.iter_mut().zip(&q) {
@@ -240,7 +286,7 @@ fn fit_scale_min(x: &[f32], w: &[f32], q: &[i32; 32]) -> Option<(f32, f32)> {
     Some((d as f32, m as f32))
 }
 
-fn search_q4_1(x: &[f32], w: &[f32]) -> BlockQ4_1 {
+fn search_q4_1(x: &[f32], w: &[f32], clip: Option<f32>) -> BlockQ4_1 {
     let mut rtn = [BlockQ4_1::default()];
     quantize_row_q4_1_ref(x, &mut rtn);
     let rtn = rtn[0];
@@ -256,6 +302,13 @@ fn search_q4_1(x: &[f32], w: &[f32]) -> BlockQ4_1 {
     if max <= min {
         return best.0;
     }
+    let mut ranges = vec![(min, max)];
+    if let Some(t) = clip.filter(|&t| t > 0.0) {
+        let c = (min.max(-t), max.min(t));
+        if c != (min, max) && c.1 > c.0 {
+            ranges.push(c);
+        }
+    }
     let mut q = [0i32; 32];
     let round_all = |d: f32, m: f32, q: &mut [i32; 32]| {
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
@@ -263,7 +316,7 @@ fn search_q4_1(x: &[f32], w: &[f32]) -> BlockQ4_1 {
             *qj = (((v - m) * id).round() as i32).clamp(0, 15);
         }
     };
-    for k in -10..=10 {
+    for (k, &(min, max)) in (-10..=10).flat_map(|k| ranges.iter().map(move |r| (k, r))) {
         let mut d = (max - min) / (15.0 + 0.1 * k as f32);
         let mut m = min;
         for _ in 0..2 {
