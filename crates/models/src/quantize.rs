@@ -403,6 +403,9 @@ fn convert<'f>(
     let rows = t.n_rows() as usize;
     let mut ty = want;
     let mut notes = Vec::new();
+    if imatrix.is_some() && importance.is_none() {
+        notes.push("no importance-matrix entry; uniform weights".to_owned());
+    }
     loop {
         let (data, stats) = quantize_tensor(src, src_ty, ty, n, rows, importance.as_deref(), spec)
             .map_err(|problem| QuantizeError::Tensor {
