@@ -218,7 +218,11 @@ fn importance_matrix_is_used_and_checked() {
         .find(|t| t.name == "blk.0.attn_k.weight")
         .unwrap();
     assert!(!k.used_imatrix);
-    assert!(k.note.as_deref().unwrap_or("").contains("no importance-matrix entry"));
+    assert!(k
+        .note
+        .as_deref()
+        .unwrap_or("")
+        .contains("no importance-matrix entry"));
     // An entry whose width does not match the tensor is an error, and nothing is written.
     std::fs::remove_file(&output).unwrap();
     let mut bad = Imatrix::default();

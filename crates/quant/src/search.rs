@@ -10,9 +10,11 @@
 //! costs less than the coarser step would (a low-importance channel), never blindly: measured on
 //! SmolLM2, blind clipping at the 99.9th percentile of each row more than doubled perplexity.
 //!
-//! Searched types: Q4_0, Q4_1, Q8_0. Q4_K and Q6_K use ggml's reference quantizer (their scales
-//! are already fitted per 16/32-element sub-block); with clipping, each super-block keeps the
-//! better of the reference on the raw and on the clipped values. Float types are conversions.
+//! Searched types: Q4_0, Q4_1, Q8_0 (candidate scales), Q4_K with an importance matrix (ggml's
+//! reference next to its sub-block search with the importance folded into the weights). Q6_K and
+//! unweighted Q4_K use ggml's reference quantizer (scales already fitted per 16/32-element
+//! sub-block); with clipping, each super-block keeps the better of the reference on the raw and
+//! on the clipped values. Float types are conversions.
 
 use crate::common::{blocks_mut_apply, f16_to_f32, f32_to_f16};
 use crate::error::QuantError;
@@ -87,11 +89,54 @@ pub fn quantize_row_searched(
                 *b = search_q8_0(&src[r], weights(i, QK8_0), clip);
             }
         }),
+        QuantType::Q4_K if opts.importance.is_some() => {
+            search_q4_k(src, opts.importance, clip, dst)?
+        }
         _ => match clip {
             None => quantize_row(ty, src, dst)?,
             Some(t) => reference_or_clipped(ty, src, opts.importance, t, dst)?,
         },
     }
+    Ok(())
+}
+
+/// Q4_K with an importance matrix: per super-block the best, by weighted error, of ggml's
+/// reference, the importance-weighted sub-block search, and (with `clip`) the reference on the
+/// clipped values.
+fn search_q4_k(
+    src: &[f32],
+    importance: Option<&[f32]>,
+    clip: Option<f32>,
+    dst: &mut [u8],
+) -> Result<(), QuantError> {
+    use crate::q4_k::{dequantize_row_q4_K, quantize_block_q4_K_weighted, BlockQ4_K};
+    use crate::q8_k::QK_K;
+    blocks_mut_apply(dst, |out: &mut [BlockQ4_K]| {
+        let mut deq = [0.0f32; QK_K];
+        for (i, (x, y)) in src.chunks_exact(QK_K).zip(out.iter_mut()).enumerate() {
+            let Ok(x) = <&[f32; QK_K]>::try_from(x) else {
+                continue;
+            };
+            let w = importance.map(|w| &w[i * QK_K..(i + 1) * QK_K]);
+            let mut cands = vec![
+                quantize_block_q4_K_weighted(x, None),
+                quantize_block_q4_K_weighted(x, w),
+            ];
+            if let Some(t) = clip {
+                let xc: [f32; QK_K] = std::array::from_fn(|j| x[j].clamp(-t, t));
+                cands.push(quantize_block_q4_K_weighted(&xc, None));
+            }
+            let mut best = (f64::INFINITY, cands[0]);
+            for c in cands {
+                dequantize_row_q4_K(std::slice::from_ref(&c), &mut deq);
+                let err = weighted_err(x, w.unwrap_or(&[1.0; QK_K]), |j| deq[j]);
+                if err < best.0 {
+                    best = (err, c);
+                }
+            }
+            *y = best.1;
+        }
+    });
     Ok(())
 }
 

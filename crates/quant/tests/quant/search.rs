@@ -54,9 +54,14 @@ fn every_type_meets_its_error_budget() {
 #[test]
 fn weighted_search_never_worse_than_round_to_nearest() {
     let mut rng = Rng::new(5);
-    for ty in [QuantType::Q4_0, QuantType::Q4_1, QuantType::Q8_0] {
+    for ty in [
+        QuantType::Q4_0,
+        QuantType::Q4_1,
+        QuantType::Q8_0,
+        QuantType::Q4_K,
+    ] {
         for trial in 0..20 {
-            let n = 32 * (1 + trial % 7);
+            let n = ty.block_size().max(32) * (1 + trial % 7);
             let x = rng.vec(n, 0.05);
             // Heavy-tailed importance, as activation mean squares are.
             let w: Vec<f32> = (0..n)
@@ -92,7 +97,7 @@ fn weighted_search_improves_on_average() {
     let n = 32 * 64;
     let x = rng.vec(n, 0.05);
     let w: Vec<f32> = (0..n).map(|_| rng.uniform().abs() * 10.0).collect();
-    for ty in [QuantType::Q4_0, QuantType::Q4_1] {
+    for ty in [QuantType::Q4_0, QuantType::Q4_1, QuantType::Q4_K] {
         let plain = roundtrip(ty, &x, None);
         let opts = SearchOptions {
             importance: Some(&w),
