@@ -161,7 +161,15 @@ impl Engine {
                 }
                 match reference.as_mut() {
                     None => return Ok(()),
-                    Some(KlReference::Logits(r)) => r.read_chunk(toks, &mut ref_rows)?,
+                    Some(KlReference::Logits(r)) => {
+                    if chunk == 0 && (r.header().n_chunks as usize) < n_chunks {
+                        return Err(EngineError::Invalid(format!(
+                            "the logits file holds {} chunks, this run scores {n_chunks} (use --chunks)",
+                            r.header().n_chunks
+                        )));
+                    }
+                    r.read_chunk(toks, &mut ref_rows)?
+                }
                     Some(KlReference::Model(base)) => {
                         let s = ref_session
                             .as_mut()

@@ -179,6 +179,18 @@ fn saved_logits_match_a_live_reference_and_are_validated() {
     b[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
     std::fs::write(&bad, b).unwrap();
     assert!(LogitsReader::open(&bad).is_err());
+    // A run longer than the file is refused at its first chunk.
+    let reader = LogitsReader::open(&path).unwrap();
+    let e = other
+        .perplexity_gated(
+            &tokens(200),
+            &ppl_opts(),
+            Some(KlReference::Logits(reader)),
+            None,
+            |_, _, _| {},
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("chunks"), "{e}");
     // Another context size is refused.
     let reader = LogitsReader::open(&path).unwrap();
     let opts = PerplexityOptions {
