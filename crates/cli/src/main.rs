@@ -2,12 +2,14 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod calibrate;
 mod chat;
 mod common;
 mod compare;
 mod inspect;
 mod perplexity;
 mod pull;
+mod quantize;
 mod run;
 mod tokenize;
 
@@ -41,6 +43,10 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Measure prompt-processing and generation speed (llama-bench style).
     Bench(bench::BenchArgs),
+    /// Quantize a GGUF model with a per-tensor error report.
+    Quantize(quantize::QuantizeArgs),
+    /// Collect an importance matrix (imatrix GGUF) by running a model over a text.
+    Calibrate(calibrate::CalibrateArgs),
     /// Compare benchmark JSON files (kiln bench, llama-bench -o json) side by side.
     Compare(compare::CompareArgs),
 }
@@ -56,6 +62,8 @@ fn main() -> ExitCode {
         Command::Inspect(a) => inspect::main(a),
         Command::Bench(a) => bench::main(a),
         Command::Compare(a) => compare::main(a),
+        Command::Quantize(a) => quantize::main(a),
+        Command::Calibrate(a) => calibrate::main(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

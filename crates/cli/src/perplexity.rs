@@ -4,7 +4,7 @@ use crate::common::{load_engine, ModelArgs};
 use anyhow::{Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use kiln_engine::PerplexityOptions;
+use kiln_engine::{KlReference, LogitsReader, PerplexityOptions};
 use kiln_kvcache::KvDtype;
 use std::path::PathBuf;
 
@@ -24,6 +24,16 @@ pub struct PerplexityArgs {
     /// KV cache element type: f16 or f32.
     #[arg(long, default_value = "f16", value_parser = crate::common::parse_kv)]
     pub kv_type: KvDtype,
+    /// Compare with this (base) model run on the same chunks: KL divergence, same top token,
+    /// PPL ratio.
+    #[arg(long, conflicts_with = "kl_logits")]
+    pub kl_reference: Option<PathBuf>,
+    /// Save this model's log-probabilities of every scored position to FILE (for --kl-logits).
+    #[arg(long)]
+    pub save_logits: Option<PathBuf>,
+    /// Compare with log-probabilities saved earlier by --save-logits.
+    #[arg(long)]
+    pub kl_logits: Option<PathBuf>,
 }
 
 pub fn main(args: PerplexityArgs) -> Result<()> {
@@ -31,7 +41,31 @@ pub fn main(args: PerplexityArgs) -> Result<()> {
     let bytes =
         std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
     let text = String::from_utf8_lossy(&bytes);
+    if let Some(d) = args
+        .save_logits
+        .as_ref()
+        .and_then(|p| p.parent())
+        .filter(|d| !d.as_os_str().is_empty())
+    {
+        if !d.is_dir() {
+            anyhow::bail!("--save-logits: directory {} does not exist", d.display());
+        }
+    }
     let engine = load_engine(&args.model)?;
+    let base = match &args.kl_reference {
+        Some(p) => Some(load_engine(&ModelArgs {
+            model: Some(p.display().to_string()),
+            threads: args.model.threads,
+        })?),
+        None => None,
+    };
+    let reference = match (&base, &args.kl_logits) {
+        (Some(b), _) => Some(KlReference::Model(b)),
+        (None, Some(p)) => Some(KlReference::Logits(
+            LogitsReader::open(p).with_context(|| format!("--kl-logits {}", p.display()))?,
+        )),
+        (None, None) => None,
+    };
     let tokens = engine.tokenizer().encode(&text, true, false);
     eprintln!(
         "kiln: {} tokens, {} chunks of {}",
@@ -50,11 +84,17 @@ pub fn main(args: PerplexityArgs) -> Result<()> {
         kv,
         max_chunks: args.chunks,
     };
-    let report = engine.perplexity(&tokens, &opts, |done, total, ppl| {
-        bar.set_length(total as u64);
-        bar.set_position(done as u64);
-        bar.set_message(format!("PPL {ppl:.4}"));
-    })?;
+    let (report, kl) = engine.perplexity_gated(
+        &tokens,
+        &opts,
+        reference,
+        args.save_logits.as_deref(),
+        |done, total, ppl| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+            bar.set_message(format!("PPL {ppl:.4}"));
+        },
+    )?;
     bar.finish_and_clear();
     let secs = start.elapsed().as_secs_f64();
     eprintln!(
@@ -64,8 +104,24 @@ pub fn main(args: PerplexityArgs) -> Result<()> {
         secs,
         (report.n_chunks * args.ctx) as f64 / secs
     );
-    crate::common::print_stdout(&format!(
+    // The PPL line stays last (scripts read it); the quality gates come before it.
+    let mut out = String::new();
+    if let Some(k) = kl {
+        out.push_str(&format!(
+            "reference PPL = {:.4}, PPL ratio = {:.5}\nKL divergence: mean {:.6}, median {:.6}, p99 {:.6}, max {:.6} ({} positions)\nsame top token: {:.3}%\n",
+            k.reference_ppl,
+            k.ppl_ratio,
+            k.mean,
+            k.median,
+            k.p99,
+            k.max,
+            k.n,
+            100.0 * k.same_top
+        ));
+    }
+    out.push_str(&format!(
         "PPL = {:.4} +/- {:.5}\n",
         report.ppl, report.ppl_stderr
-    ))
+    ));
+    crate::common::print_stdout(&out)
 }

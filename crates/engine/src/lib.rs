@@ -3,10 +3,16 @@
 #![forbid(unsafe_code)]
 
 pub mod bench;
+pub mod calibrate;
 pub mod generate;
+pub mod kl;
+pub mod logits_file;
 pub mod perplexity;
 
+pub use calibrate::CalibrateOptions;
 pub use generate::{GenerateOptions, GenerationStats, Session, StopReason};
+pub use kl::{KlReference, KlReport};
+pub use logits_file::LogitsReader;
 pub use perplexity::{PerplexityOptions, PerplexityReport};
 
 use kiln_gguf::GgufFile;

@@ -66,7 +66,20 @@ impl Engine {
         &self,
         tokens: &[u32],
         opts: &PerplexityOptions,
+        progress: impl FnMut(usize, usize, f64),
+    ) -> Result<PerplexityReport, EngineError> {
+        self.perplexity_with(tokens, opts, progress, |_, _, _, _| Ok(()))
+    }
+
+    /// [`Engine::perplexity`] that also hands every chunk to `on_chunk(chunk, n_chunks,
+    /// chunk_tokens, logits)`, where `logits` holds the scored rows (positions `n_ctx/2` to
+    /// `n_ctx − 2`, each predicting the next token) of `n_vocab` values.
+    pub fn perplexity_with(
+        &self,
+        tokens: &[u32],
+        opts: &PerplexityOptions,
         mut progress: impl FnMut(usize, usize, f64),
+        mut on_chunk: impl FnMut(usize, usize, &[u32], &[f32]) -> Result<(), EngineError>,
     ) -> Result<PerplexityReport, EngineError> {
         let n_ctx = opts.n_ctx;
         if n_ctx < 4 {
@@ -113,6 +126,13 @@ impl Engine {
                 let target = chunk_tokens[j + 1];
                 sums.add(-f64::from(kiln_sampler::log_softmax_at(row, target)));
             }
+            let scored = (n_ctx - 1 - first) * n_vocab;
+            on_chunk(
+                chunk,
+                n_chunks,
+                &chunk_tokens,
+                &logits[..scored.min(logits.len())],
+            )?;
             progress(chunk + 1, n_chunks, sums.ppl());
         }
         Ok(PerplexityReport {

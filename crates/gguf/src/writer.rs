@@ -180,9 +180,16 @@ impl<'a> GgufWriter<'a> {
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => Path::new("."),
         };
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".kiln-gguf-")
-            .suffix(".tmp")
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(".kiln-gguf-").suffix(".tmp");
+        #[cfg(unix)]
+        {
+            // Like a plainly created file (0666 minus the umask), not tempfile's private 0600:
+            // the result is a model others may need to read.
+            use std::os::unix::fs::PermissionsExt;
+            builder.permissions(std::fs::Permissions::from_mode(0o666));
+        }
+        let mut tmp = builder
             .tempfile_in(dir)
             .map_err(|e| GgufError::io_path("creating temporary file in", dir, e))?;
         self.write_to(tmp.as_file_mut())?;

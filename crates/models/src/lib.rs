@@ -3,12 +3,16 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod imatrix;
 pub mod llama;
+pub mod observe;
+pub mod quantize;
 pub mod tiny;
 pub mod weights;
 
 pub use config::LlamaConfig;
 pub use llama::{Llama, LlamaState, LogitsMode};
+pub use observe::MatmulObserver;
 
 use thiserror::Error;
 

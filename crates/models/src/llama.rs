@@ -1,6 +1,7 @@
 //! The llama architecture: RMSNorm → GQA attention with RoPE → residual → RMSNorm → SwiGLU
 //! feed-forward → residual, repeated; final norm and a (possibly tied) output projection.
 
+use crate::observe::{observe, MatmulObserver};
 use crate::weights::WeightMap;
 use crate::{LlamaConfig, ModelError};
 use kiln_gguf::GgufFile;
@@ -64,6 +65,7 @@ pub struct LlamaState {
     up: Vec<f32>,
     input: LinearInput,
     attn_scratch: AttentionScratch,
+    observer: Option<Box<dyn MatmulObserver>>,
 }
 
 impl LlamaState {
@@ -87,6 +89,15 @@ impl LlamaState {
 
     pub fn kv_bytes(&self) -> usize {
         self.cache.allocated_bytes()
+    }
+
+    /// Installs (or with `None` removes) a hook that sees every matmul input of the layers;
+    /// returns the previous one.
+    pub fn set_observer(
+        &mut self,
+        observer: Option<Box<dyn MatmulObserver>>,
+    ) -> Option<Box<dyn MatmulObserver>> {
+        std::mem::replace(&mut self.observer, observer)
     }
 }
 
@@ -198,6 +209,7 @@ impl Llama {
             up: Vec::new(),
             input: LinearInput::new(),
             attn_scratch: AttentionScratch::default(),
+            observer: None,
         })
     }
 
@@ -265,6 +277,7 @@ impl Llama {
         for (layer, b) in self.blocks.iter().enumerate() {
             b.attn_norm.forward(&s.x, &mut s.xn)?;
             s.input.set(&s.xn, d);
+            observe(&mut s.observer, &[&b.wq, &b.wk, &b.wv], &s.xn, d);
             b.wq.forward(pool, &mut s.input, &mut s.q)?;
             b.wk.forward(pool, &mut s.input, &mut s.k)?;
             b.wv.forward(pool, &mut s.input, &mut s.v)?;
@@ -289,15 +302,18 @@ impl Llama {
                 &mut s.attn_scratch,
             )?;
             s.input.set(&s.attn, qd);
+            observe(&mut s.observer, &[&b.wo], &s.attn, qd);
             b.wo.forward(pool, &mut s.input, &mut s.proj)?;
             ops::add_in_place(&mut s.x, &s.proj);
 
             b.ffn_norm.forward(&s.x, &mut s.xn)?;
             s.input.set(&s.xn, d);
+            observe(&mut s.observer, &[&b.w_gate, &b.w_up], &s.xn, d);
             b.w_gate.forward(pool, &mut s.input, &mut s.gate)?;
             b.w_up.forward(pool, &mut s.input, &mut s.up)?;
             ops::silu_mul_in_place(&mut s.gate, &s.up);
             s.input.set(&s.gate, c.n_ff);
+            observe(&mut s.observer, &[&b.w_down], &s.gate, c.n_ff);
             b.w_down.forward(pool, &mut s.input, &mut s.proj)?;
             ops::add_in_place(&mut s.x, &s.proj);
         }

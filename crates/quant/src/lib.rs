@@ -34,6 +34,8 @@ pub mod q6_k;
 pub mod q8_0;
 pub mod q8_1;
 pub mod q8_k;
+mod quality;
+mod search;
 mod types;
 #[cfg(target_arch = "x86_64")]
 mod x86;
@@ -44,6 +46,8 @@ pub use error::QuantError;
 pub use kiln_tensor::cpu::KernelChoice;
 pub use matmul::{matmul, matmul_with, QMatrix, ROW_CHUNK};
 pub use packed::{matmul_packed, PackedMatrix, GROUP_ROWS};
+pub use quality::ErrorStats;
+pub use search::{clip_threshold, quantize_row_searched, SearchOptions};
 pub use types::{dequantize_row, quantize_row, QuantType};
 
 /// Dot product of one weight row (`w`, `ty` layout, `n` elements) with one activation row

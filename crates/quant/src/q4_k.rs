@@ -147,6 +147,13 @@ pub(crate) fn make_qkx2_quants(
 
 /// Quantizes one super-block as ggml's `quantize_row_q4_K_ref`.
 pub fn quantize_block_q4_K(x: &[f32; QK_K]) -> BlockQ4_K {
+    quantize_block_q4_K_weighted(x, None)
+}
+
+/// [`quantize_block_q4_K`] whose sub-block scale search also weighs each element by a
+/// per-element importance (`importance[i]` multiplies ggml's `av_x + |x|` weight); `None` is
+/// exactly the reference quantizer.
+pub fn quantize_block_q4_K_weighted(x: &[f32; QK_K], importance: Option<&[f32]>) -> BlockQ4_K {
     let mut y = BlockQ4_K::default();
     let mut l = [0u8; QK_K];
     let mut scales = [0.0f32; 8];
@@ -158,8 +165,9 @@ pub fn quantize_block_q4_K(x: &[f32; QK_K]) -> BlockQ4_K {
         let sum_x2: f32 = xs.iter().map(|v| v * v).sum();
         let av_x = (sum_x2 / 32.0).sqrt();
         let mut weights = [0.0f32; 32];
-        for (w, v) in weights.iter_mut().zip(xs) {
-            *w = av_x + v.abs();
+        for (i, (w, v)) in weights.iter_mut().zip(xs).enumerate() {
+            let imp = importance.and_then(|m| m.get(32 * j + i)).copied();
+            *w = (av_x + v.abs()) * imp.unwrap_or(1.0);
         }
         let (s, m) = make_qkx2_quants(xs, &weights, &mut l[32 * j..32 * j + 32], 15, -1.0, 0.1, 20);
         scales[j] = s;

@@ -26,7 +26,7 @@ pub mod rng;
 mod sampler;
 
 pub use error::SamplerError;
-pub use logprobs::{log_softmax_at, top_logprobs};
+pub use logprobs::{log_softmax_at, log_softmax_into, top_logprobs};
 pub use params::{SamplingParams, DEFAULT_SEED};
 pub use rng::Xoshiro256StarStar;
 pub use sampler::Sampler;

@@ -39,6 +39,19 @@ pub fn log_softmax_at(logits: &[f32], token: u32) -> f32 {
     }
 }
 
+/// Writes `ln softmax(logits)` into `out` (same length; extra elements of the longer slice
+/// are ignored), with the conventions of [`log_softmax_at`]; every value is `-inf` when the
+/// distribution is undefined. One normalizer pass plus one write pass.
+pub fn log_softmax_into(logits: &[f32], out: &mut [f32]) {
+    let norm = log_normalizer(logits);
+    for (o, &l) in out.iter_mut().zip(logits) {
+        *o = match norm {
+            Some((max, ln_sum)) => ((f64::from(sanitize(l)) - max) - ln_sum) as f32,
+            None => f32::NEG_INFINITY,
+        };
+    }
+}
+
 /// The `k` most likely tokens with their log-probabilities, most likely first (ties: lower
 /// id first). Returns `min(k, logits.len())` entries; logprobs are `-inf` where
 /// [`log_softmax_at`] would give `-inf`. Uses a partial selection, not a full sort.

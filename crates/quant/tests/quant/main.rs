@@ -6,3 +6,4 @@ mod formats;
 mod kernels;
 mod matmul;
 mod packed;
+mod search;
