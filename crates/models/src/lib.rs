@@ -8,7 +8,7 @@ pub mod tiny;
 pub mod weights;
 
 pub use config::LlamaConfig;
-pub use llama::{Llama, LlamaState, LogitsMode};
+pub use llama::{BatchSeq, ForwardScratch, Llama, LlamaState, LogitsMode};
 
 use thiserror::Error;
 
