@@ -5,9 +5,14 @@
 pub mod bench;
 pub mod generate;
 pub mod perplexity;
+pub mod scheduler;
 
 pub use generate::{GenerateOptions, GenerationStats, Session, StopReason};
 pub use perplexity::{PerplexityOptions, PerplexityReport};
+pub use scheduler::{
+    FinishReason, RequestId, Scheduler, SchedulerConfig, SchedulerStats, SeqId, SeqRequest,
+    StepItem, StepPlan, SubmitError,
+};
 
 use kiln_gguf::GgufFile;
 use kiln_kvcache::KvDtype;
