@@ -2,13 +2,20 @@
 //! with streaming, chat turns that reuse the KV cache, and perplexity evaluation.
 #![forbid(unsafe_code)]
 
+pub mod batch;
 pub mod bench;
 pub mod generate;
 pub mod perplexity;
+pub mod response_cache;
 pub mod scheduler;
+mod stop;
 
+pub use batch::{
+    BatchConfig, BatchEngine, BatchStats, Event, Request, StepOutput, TokenLogprob, Usage,
+};
 pub use generate::{GenerateOptions, GenerationStats, Session, StopReason};
 pub use perplexity::{PerplexityOptions, PerplexityReport};
+pub use response_cache::{is_deterministic, CacheStats, ResponseCache};
 pub use scheduler::{
     FinishReason, RequestId, Scheduler, SchedulerConfig, SchedulerStats, SeqId, SeqRequest,
     StepItem, StepPlan, SubmitError,
@@ -43,6 +50,8 @@ pub enum EngineError {
     EmptyPrompt,
     #[error("{0}")]
     Invalid(String),
+    #[error(transparent)]
+    Submit(#[from] SubmitError),
 }
 
 /// A model ready to run: weights, tokenizer and the worker threads that compute with them.

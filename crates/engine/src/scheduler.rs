@@ -418,7 +418,10 @@ impl Scheduler {
     }
 
     fn grow(&mut self, sid: SeqId, positions: usize) -> Result<(), KvError> {
-        let s = self.seqs.get_mut(&sid).ok_or(KvError::OutOfBlocks { n_blocks: 0 })?;
+        let s = self
+            .seqs
+            .get_mut(&sid)
+            .ok_or(KvError::OutOfBlocks { n_blocks: 0 })?;
         let before = s.table.blocks().len();
         self.blocks.reserve(&mut s.table, positions)?;
         let new = s.table.blocks().len() - before;
@@ -506,7 +509,11 @@ impl Scheduler {
                 self.queue.remove(&(p, order, id));
                 continue;
             };
-            let max_len = q.prompt.len().saturating_add(q.max_new_tokens).min(self.cfg.n_ctx);
+            let max_len = q
+                .prompt
+                .len()
+                .saturating_add(q.max_new_tokens)
+                .min(self.cfg.n_ctx);
             let per_seq = self.blocks.blocks_for(max_len);
             let free = self.blocks.available().saturating_sub(self.reserved);
             if self.running.len() + q.n > self.cfg.max_batch || free < per_seq * q.n {

@@ -22,7 +22,10 @@ enum Op {
         prompt_logits: bool,
     },
     Cancel(usize),
-    Step { dt: u64, stop_roll: u8 },
+    Step {
+        dt: u64,
+        stop_roll: u8,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -49,21 +52,29 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn config() -> impl Strategy<Value = (SchedulerConfig, usize)> {
-    (1usize..6, 1usize..20, 1usize..8, 8usize..64, 0u64..3, 4usize..40).prop_map(
-        |(max_batch, token_budget, max_queue, n_ctx, delay, n_blocks)| {
-            (
-                SchedulerConfig {
-                    max_batch,
-                    token_budget,
-                    max_queue,
-                    max_queue_delay: Duration::from_millis(delay),
-                    n_ctx,
-                    retry_after: Duration::from_millis(5),
-                },
-                n_blocks,
-            )
-        },
+    (
+        1usize..6,
+        1usize..20,
+        1usize..8,
+        8usize..64,
+        0u64..3,
+        4usize..40,
     )
+        .prop_map(
+            |(max_batch, token_budget, max_queue, n_ctx, delay, n_blocks)| {
+                (
+                    SchedulerConfig {
+                        max_batch,
+                        token_budget,
+                        max_queue,
+                        max_queue_delay: Duration::from_millis(delay),
+                        n_ctx,
+                        retry_after: Duration::from_millis(5),
+                    },
+                    n_blocks,
+                )
+            },
+        )
 }
 
 struct Harness {
@@ -81,7 +92,12 @@ impl Harness {
         let plan = self.sched.schedule(self.now);
         let cfg = self.sched.config().clone();
         let rows: usize = plan.items.iter().map(|i| i.len).sum();
-        prop_assert!(rows <= cfg.token_budget, "{} rows > budget {}", rows, cfg.token_budget);
+        prop_assert!(
+            rows <= cfg.token_budget,
+            "{} rows > budget {}",
+            rows,
+            cfg.token_budget
+        );
         prop_assert!(plan.items.len() <= cfg.max_batch);
         let mut seen = std::collections::HashSet::new();
         for item in &plan.items {
@@ -109,7 +125,10 @@ impl Harness {
                 self.ends.entry(key).or_default().push(FinishReason::Length);
                 continue;
             }
-            self.rng = self.rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            self.rng = self
+                .rng
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             if (self.rng >> 56) as u8 % 16 == stop_roll % 16 {
                 self.sched.finish(item.seq, FinishReason::Stop);
                 self.ends.entry(key).or_default().push(FinishReason::Stop);

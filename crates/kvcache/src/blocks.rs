@@ -187,7 +187,10 @@ impl BlockManager {
 
     fn release(&mut self, id: BlockId) {
         let i = id as usize;
-        debug_assert!(self.refs[i] > 0, "block {id} released more often than taken");
+        debug_assert!(
+            self.refs[i] > 0,
+            "block {id} released more often than taken"
+        );
         self.refs[i] = self.refs[i].saturating_sub(1);
         if self.refs[i] == 0 {
             if self.cached[i].is_some() {
@@ -261,8 +264,7 @@ impl BlockManager {
     /// block already holds stays unregistered (it is freed, not cached, when released).
     pub fn commit(&mut self, table: &mut BlockTable, tokens: &[u32]) {
         let bs = self.block_size;
-        while table.keys.len() < table.blocks.len() && (table.keys.len() + 1) * bs <= tokens.len()
-        {
+        while table.keys.len() < table.blocks.len() && (table.keys.len() + 1) * bs <= tokens.len() {
             let i = table.keys.len();
             let parent = table.keys.last().copied().unwrap_or(ROOT_KEY);
             let chunk = &tokens[i * bs..(i + 1) * bs];
@@ -296,7 +298,7 @@ impl BlockManager {
         let bs = self.block_size;
         let full = positions / bs;
         let mut keep = positions.min(table.blocks.len() * bs);
-        if keep % bs != 0 {
+        if !keep.is_multiple_of(bs) {
             let id = table.blocks[full] as usize;
             if self.refs[id] > 1 || self.cached[id].is_some() {
                 keep = full * bs;

@@ -35,7 +35,9 @@ pub enum KvError {
         n_blocks: usize,
         block_size: usize,
     },
-    #[error("KV memory of {n_layers} layers × {n_positions} positions × {kv_dim} values is too large")]
+    #[error(
+        "KV memory of {n_layers} layers × {n_positions} positions × {kv_dim} values is too large"
+    )]
     TooLarge {
         n_layers: usize,
         n_positions: usize,

@@ -67,7 +67,10 @@ fn check(m: &BlockManager, seqs: &[Seq], reg: &Registered) -> Result<(), TestCas
             refs[b as usize] += 1;
         }
         // A table's registered blocks are still in the index (never evicted while used).
-        for (i, &b) in s.table.blocks()[..s.table.n_registered()].iter().enumerate() {
+        for (i, &b) in s.table.blocks()[..s.table.n_registered()]
+            .iter()
+            .enumerate()
+        {
             let prefix = &s.tokens[..(i + 1) * BS];
             if let Some(&(id, key)) = reg.get(prefix) {
                 if id == b {
@@ -84,7 +87,10 @@ fn check(m: &BlockManager, seqs: &[Seq], reg: &Registered) -> Result<(), TestCas
 }
 
 fn register_new(m: &BlockManager, s: &Seq, reg: &mut Registered) {
-    for (i, &b) in s.table.blocks()[..s.table.n_registered()].iter().enumerate() {
+    for (i, &b) in s.table.blocks()[..s.table.n_registered()]
+        .iter()
+        .enumerate()
+    {
         if let Some(key) = m.cached_key(b) {
             reg.entry(s.tokens[..(i + 1) * BS].to_vec())
                 .and_modify(|e| {
@@ -166,7 +172,7 @@ proptest! {
                     s.tokens.truncate(keep);
                     prop_assert_eq!(s.table.blocks().len(), keep.div_ceil(BS));
                     // The block the sequence writes next is its own and unregistered.
-                    if keep % BS != 0 {
+                    if !keep.is_multiple_of(BS) {
                         let b = s.table.blocks()[keep / BS];
                         prop_assert_eq!(m.ref_count(b), 1);
                         prop_assert_eq!(m.cached_key(b), None);

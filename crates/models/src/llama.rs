@@ -272,13 +272,7 @@ impl Llama {
                 blocks: &state.blocks,
                 logits: mode,
             };
-            self.forward_into(
-                pool,
-                &mut state.store,
-                &[seq],
-                &mut state.scratch,
-                logits,
-            )?;
+            self.forward_into(pool, &mut state.store, &[seq], &mut state.scratch, logits)?;
             state.len += chunk.len();
         }
         Ok(())
@@ -376,14 +370,8 @@ impl Llama {
                     t += 1;
                 }
             }
-            self.attention.forward(
-                pool,
-                store.layer(layer)?,
-                bs,
-                &attn_seqs,
-                &s.q,
-                &mut s.attn,
-            )?;
+            self.attention
+                .forward(pool, store.layer(layer)?, bs, &attn_seqs, &s.q, &mut s.attn)?;
             s.input.set(&s.attn, qd);
             b.wo.forward(pool, &mut s.input, &mut s.proj)?;
             ops::add_in_place(&mut s.x, &s.proj);

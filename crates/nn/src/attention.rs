@@ -15,8 +15,8 @@ use kiln_tensor::{ops, ThreadPool};
 /// Largest head size supported (a query head and its accumulator live on the stack).
 pub const MAX_HEAD_DIM: usize = 512;
 
-/// Positions scored together before the running softmax is updated.
-const TILE: usize = 32;
+/// Largest block size attention works with (one block's scores live on the stack).
+pub const MAX_BLOCK_SIZE: usize = 256;
 
 /// Head layout of one attention block.
 #[derive(Debug, Clone, Copy)]
@@ -36,30 +36,31 @@ pub struct AttnSeq<'a> {
     pub n_rows: usize,
 }
 
-/// Element types the store may hold, read one row at a time.
+/// Element types the store may hold, read a block of rows at a time (row `r` of a block at
+/// `r * stride + offset`), so one kernel dispatch covers a whole block.
 trait KvElem: Copy + Send + Sync {
-    fn dot(q: &[f32], k: &[Self]) -> f32;
-    fn axpy(alpha: f32, v: &[Self], out: &mut [f32]);
+    fn dot_rows(q: &[f32], data: &[Self], stride: usize, offset: usize, out: &mut [f32]);
+    fn weighted_rows(w: &[f32], data: &[Self], stride: usize, offset: usize, out: &mut [f32]);
     /// Whether operands meeting this cache are rounded to it first (f16).
     const ROUND: bool;
 }
 
 impl KvElem for f16 {
-    fn dot(q: &[f32], k: &[f16]) -> f32 {
-        ops::dot_f16(q, k)
+    fn dot_rows(q: &[f32], data: &[f16], stride: usize, offset: usize, out: &mut [f32]) {
+        ops::dot_rows_f16(q, data, stride, offset, out)
     }
-    fn axpy(alpha: f32, v: &[f16], out: &mut [f32]) {
-        ops::axpy_f16(alpha, v, out)
+    fn weighted_rows(w: &[f32], data: &[f16], stride: usize, offset: usize, out: &mut [f32]) {
+        ops::weighted_rows_f16(w, data, stride, offset, out)
     }
     const ROUND: bool = true;
 }
 
 impl KvElem for f32 {
-    fn dot(q: &[f32], k: &[f32]) -> f32 {
-        ops::dot(q, k)
+    fn dot_rows(q: &[f32], data: &[f32], stride: usize, offset: usize, out: &mut [f32]) {
+        ops::dot_rows(q, data, stride, offset, out)
     }
-    fn axpy(alpha: f32, v: &[f32], out: &mut [f32]) {
-        ops::axpy(alpha, v, out)
+    fn weighted_rows(w: &[f32], data: &[f32], stride: usize, offset: usize, out: &mut [f32]) {
+        ops::weighted_rows(w, data, stride, offset, out)
     }
     const ROUND: bool = false;
 }
@@ -92,7 +93,12 @@ impl Attention {
             expected,
             got,
         };
-        if hd == 0 || hd > MAX_HEAD_DIM || self.n_head_kv == 0 || block_size == 0 {
+        if hd == 0
+            || hd > MAX_HEAD_DIM
+            || self.n_head_kv == 0
+            || block_size == 0
+            || block_size > MAX_BLOCK_SIZE
+        {
             return Err(shape_err(MAX_HEAD_DIM, hd));
         }
         if q.len() != n_rows * qd || out.len() != q.len() {
@@ -161,19 +167,19 @@ impl Attention {
             }
             let mut acc = [0f32; MAX_HEAD_DIM];
             let acc = &mut acc[..hd];
+            let mut part = [0f32; MAX_HEAD_DIM];
+            let part = &mut part[..hd];
             let (mut max, mut sum) = (f32::NEG_INFINITY, 0f32);
-            let mut scores = [0f32; TILE];
-            let offset = |p: usize| {
-                let b = seq.blocks[p / block_size] as usize;
-                (b * block_size + p % block_size) * kvd + kvh * hd
-            };
-            let mut p0 = 0;
-            while p0 < n_pos {
-                let n = TILE.min(n_pos - p0);
+            let mut scores = [0f32; MAX_BLOCK_SIZE];
+            // Online softmax, one KV block at a time.
+            for (bi, &b) in seq.blocks[..n_pos.div_ceil(block_size)].iter().enumerate() {
+                let n = block_size.min(n_pos - bi * block_size);
+                let scores = &mut scores[..n];
+                let base = b as usize * block_size * kvd + kvh * hd;
+                T::dot_rows(qh, keys, kvd, base, scores);
                 let mut tile_max = f32::NEG_INFINITY;
-                for (j, s) in scores[..n].iter_mut().enumerate() {
-                    let at = offset(p0 + j);
-                    *s = T::dot(qh, &keys[at..at + hd]) * scale;
+                for s in scores.iter_mut() {
+                    *s *= scale;
                     tile_max = tile_max.max(*s);
                 }
                 if tile_max > max {
@@ -183,18 +189,18 @@ impl Attention {
                     sum *= f;
                     max = tile_max;
                 }
-                if max.is_finite() {
-                    for (j, &s) in scores[..n].iter().enumerate() {
-                        let mut w = (s - max).exp();
-                        sum += w;
-                        if T::ROUND {
-                            w = f16::from_f32(w).to_f32();
-                        }
-                        let at = offset(p0 + j);
-                        T::axpy(w, &values[at..at + hd], acc);
-                    }
+                if !max.is_finite() {
+                    continue;
                 }
-                p0 += n;
+                for s in scores.iter_mut() {
+                    *s = (*s - max).exp();
+                    sum += *s;
+                }
+                if T::ROUND {
+                    ops::round_to_f16_in_place(scores);
+                }
+                T::weighted_rows(scores, values, kvd, base, part);
+                ops::add_in_place(acc, part);
             }
             let inv = if sum > 0.0 { 1.0 / sum } else { 0.0 };
             for (d, &a) in o.iter_mut().zip(acc.iter()) {
@@ -220,9 +226,7 @@ mod tests {
             let s: Vec<f64> = rows_k
                 .iter()
                 .map(|k| {
-                    let d: f64 = (0..hd)
-                        .map(|i| qh[i] as f64 * k[kvh * hd + i] as f64)
-                        .sum();
+                    let d: f64 = (0..hd).map(|i| qh[i] as f64 * k[kvh * hd + i] as f64).sum();
                     d / (hd as f64).sqrt()
                 })
                 .collect();
@@ -254,12 +258,9 @@ mod tests {
         for dtype in [KvDtype::F32, KvDtype::F16] {
             // Two sequences with scattered, non-monotonic block tables.
             let lens = [70usize, 9];
-            let tables: [Vec<BlockId>; 2] = [
-                vec![11, 3, 7, 0, 9, 1, 12, 4, 14],
-                vec![6, 2],
-            ];
+            let tables: [Vec<BlockId>; 2] = [vec![11, 3, 7, 0, 9, 1, 12, 4, 14], vec![6, 2]];
             let mut store = KvStore::new(1, kvd, bs, 16, dtype).unwrap();
-            let mut rows = vec![(Vec::new(), Vec::new()), (Vec::new(), Vec::new())];
+            let mut rows = [(Vec::new(), Vec::new()), (Vec::new(), Vec::new())];
             for (s, &len) in lens.iter().enumerate() {
                 for p in 0..len {
                     let k: Vec<f32> = (0..kvd).map(|i| val(i * 31 + p, s as f32)).collect();

@@ -237,6 +237,66 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
+    pub fn dot_rows_f16_avx2(
+        q: &[f32],
+        data: &[f16],
+        stride: usize,
+        offset: usize,
+        out: &mut [f32],
+    ) {
+        for (r, o) in out.iter_mut().enumerate() {
+            let s = r * stride + offset;
+            *o = dot_f16_avx2(q, &data[s..s + q.len()]);
+        }
+    }
+
+    #[target_feature(enable = "avx512f,fma")]
+    pub fn dot_rows_f16_avx512(
+        q: &[f32],
+        data: &[f16],
+        stride: usize,
+        offset: usize,
+        out: &mut [f32],
+    ) {
+        for (r, o) in out.iter_mut().enumerate() {
+            let s = r * stride + offset;
+            *o = dot_f16_avx512(q, &data[s..s + q.len()]);
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub fn weighted_rows_f16_avx2(
+        w: &[f32],
+        data: &[f16],
+        stride: usize,
+        offset: usize,
+        out: &mut [f32],
+    ) {
+        out.fill(0.0);
+        let d = out.len();
+        for (r, &wr) in w.iter().enumerate() {
+            let s = r * stride + offset;
+            axpy_f16_avx2(wr, &data[s..s + d], out);
+        }
+    }
+
+    #[target_feature(enable = "avx512f,fma")]
+    pub fn weighted_rows_f16_avx512(
+        w: &[f32],
+        data: &[f16],
+        stride: usize,
+        offset: usize,
+        out: &mut [f32],
+    ) {
+        out.fill(0.0);
+        let d = out.len();
+        for (r, &wr) in w.iter().enumerate() {
+            let s = r * stride + offset;
+            axpy_f16_avx512(wr, &data[s..s + d], out);
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
     pub fn axpy_f16_avx2(alpha: f32, x: &[f16], y: &mut [f32]) {
         let n = x.len().min(y.len());
         let (xp, yp) = (x.as_ptr() as *const __m128i, y.as_mut_ptr());
@@ -399,6 +459,52 @@ pub fn axpy_f16(alpha: f32, x: &[f16], y: &mut [f32]) {
     )
 }
 
+/// Rows `r` of f16 `data` start at `r * stride + offset`; checks that `n_rows` rows of
+/// `width` values fit.
+fn rows_fit_f16(data: &[f16], stride: usize, offset: usize, n_rows: usize, width: usize) -> bool {
+    n_rows == 0 || (n_rows - 1) * stride + offset + width <= data.len()
+}
+
+/// [`dot_rows`] over f16 rows (each widened in registers): the scores of one KV block.
+/// Panics if the rows do not fit in `data` (a caller bug, not an input error).
+pub fn dot_rows_f16(q: &[f32], data: &[f16], stride: usize, offset: usize, out: &mut [f32]) {
+    assert!(
+        rows_fit_f16(data, stride, offset, out.len(), q.len()),
+        "dot_rows_f16: rows out of range"
+    );
+    dispatch_fma!(
+        for (r, o) in out.iter_mut().enumerate() {
+            let s = r * stride + offset;
+            *o = dot_f16_generic(q, &data[s..s + q.len()]);
+        },
+        x86::dot_rows_f16_avx2,
+        x86::dot_rows_f16_avx512,
+        (q, data, stride, offset, out)
+    )
+}
+
+/// [`weighted_rows`] over f16 rows: the attention-weighted values of one KV block.
+/// Panics if the rows do not fit in `data` (a caller bug, not an input error).
+pub fn weighted_rows_f16(w: &[f32], data: &[f16], stride: usize, offset: usize, out: &mut [f32]) {
+    assert!(
+        rows_fit_f16(data, stride, offset, w.len(), out.len()),
+        "weighted_rows_f16: rows out of range"
+    );
+    dispatch_fma!(
+        {
+            out.fill(0.0);
+            let d = out.len();
+            for (r, &wr) in w.iter().enumerate() {
+                let s = r * stride + offset;
+                axpy_f16_generic(wr, &data[s..s + d], out);
+            }
+        },
+        x86::weighted_rows_f16_avx2,
+        x86::weighted_rows_f16_avx512,
+        (w, data, stride, offset, out)
+    )
+}
+
 /// Rounds every value to the nearest f16 and back (models an f16 operand in f32 math).
 pub fn round_to_f16_in_place(x: &mut [f32]) {
     use half::slice::HalfFloatSliceExt;
@@ -558,7 +664,9 @@ mod tests {
     fn f16_row_kernels_match_the_scalar_reference() {
         for n in [0, 1, 7, 8, 9, 15, 16, 17, 31, 64, 65, 100] {
             let q: Vec<f32> = (0..n).map(|i| (i as f32 * 0.7).sin()).collect();
-            let k: Vec<f16> = (0..n).map(|i| f16::from_f32((i as f32 * 0.3).cos())).collect();
+            let k: Vec<f16> = (0..n)
+                .map(|i| f16::from_f32((i as f32 * 0.3).cos()))
+                .collect();
             let want = dot_f16_generic(&q, &k);
             let mut got = vec![dot_f16(&q, &k)];
             let y0: Vec<f32> = (0..n).map(|i| i as f32 * 0.01).collect();
@@ -588,6 +696,23 @@ mod tests {
             }
             for g in got {
                 assert!((g - want).abs() < 1e-4, "n={n}: {g} vs {want}");
+            }
+            // Strided rows: three rows of `n` values, `n + 3` apart, from offset 2.
+            let data: Vec<f16> = (0..3 * (n + 3) + 2)
+                .map(|i| f16::from_f32((i as f32 * 0.13).sin()))
+                .collect();
+            let row = |r: usize| &data[r * (n + 3) + 2..r * (n + 3) + 2 + n];
+            let mut scores = [0f32; 3];
+            dot_rows_f16(&q, &data, n + 3, 2, &mut scores);
+            let mut summed = vec![0f32; n];
+            weighted_rows_f16(&[0.5, -1.0, 2.0], &data, n + 3, 2, &mut summed);
+            for (r, got) in scores.iter().enumerate() {
+                assert!((got - dot_f16_generic(&q, row(r))).abs() < 1e-4);
+            }
+            for (i, got) in summed.iter().enumerate() {
+                let naive =
+                    0.5 * row(0)[i].to_f32() - row(1)[i].to_f32() + 2.0 * row(2)[i].to_f32();
+                assert!((got - naive).abs() < 1e-5);
             }
             for y in &ys {
                 for i in 0..n {
