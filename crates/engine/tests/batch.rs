@@ -388,3 +388,10 @@ fn stop_strings_end_generation_before_the_stop_text() {
     assert_eq!(cut, text[..first]);
     assert_eq!(end.map(|e| e.0), Some(FinishReason::Stop));
 }
+
+#[test]
+fn the_batch_engine_can_move_to_a_serving_thread() {
+    fn send<T: Send>() {}
+    send::<BatchEngine>();
+    send::<Event>();
+}
