@@ -40,7 +40,15 @@ pub struct AttnSeq<'a> {
 /// `r * stride + offset`), so one kernel dispatch covers a whole block.
 trait KvElem: Copy + Send + Sync {
     fn dot_rows(q: &[f32], data: &[Self], stride: usize, offset: usize, out: &mut [f32]);
-    fn weighted_rows(w: &[f32], data: &[Self], stride: usize, offset: usize, out: &mut [f32]);
+    /// `acc += Σ_r w[r] · row r`; `part` is scratch of `acc`'s length.
+    fn add_weighted_rows(
+        w: &[f32],
+        data: &[Self],
+        stride: usize,
+        offset: usize,
+        acc: &mut [f32],
+        part: &mut [f32],
+    );
     /// Whether operands meeting this cache are rounded to it first (f16).
     const ROUND: bool;
 }
@@ -49,8 +57,15 @@ impl KvElem for f16 {
     fn dot_rows(q: &[f32], data: &[f16], stride: usize, offset: usize, out: &mut [f32]) {
         ops::dot_rows_f16(q, data, stride, offset, out)
     }
-    fn weighted_rows(w: &[f32], data: &[f16], stride: usize, offset: usize, out: &mut [f32]) {
-        ops::weighted_rows_f16(w, data, stride, offset, out)
+    fn add_weighted_rows(
+        w: &[f32],
+        data: &[f16],
+        stride: usize,
+        offset: usize,
+        acc: &mut [f32],
+        _part: &mut [f32],
+    ) {
+        ops::add_weighted_rows_f16(w, data, stride, offset, acc)
     }
     const ROUND: bool = true;
 }
@@ -59,8 +74,16 @@ impl KvElem for f32 {
     fn dot_rows(q: &[f32], data: &[f32], stride: usize, offset: usize, out: &mut [f32]) {
         ops::dot_rows(q, data, stride, offset, out)
     }
-    fn weighted_rows(w: &[f32], data: &[f32], stride: usize, offset: usize, out: &mut [f32]) {
-        ops::weighted_rows(w, data, stride, offset, out)
+    fn add_weighted_rows(
+        w: &[f32],
+        data: &[f32],
+        stride: usize,
+        offset: usize,
+        acc: &mut [f32],
+        part: &mut [f32],
+    ) {
+        ops::weighted_rows(w, data, stride, offset, part);
+        ops::add_in_place(acc, part);
     }
     const ROUND: bool = false;
 }
@@ -199,8 +222,7 @@ impl Attention {
                 if T::ROUND {
                     ops::round_to_f16_in_place(scores);
                 }
-                T::weighted_rows(scores, values, kvd, base, part);
-                ops::add_in_place(acc, part);
+                T::add_weighted_rows(scores, values, kvd, base, acc, part);
             }
             let inv = if sum > 0.0 { 1.0 / sum } else { 0.0 };
             for (d, &a) in o.iter_mut().zip(acc.iter()) {

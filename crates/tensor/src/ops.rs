@@ -265,14 +265,13 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub fn weighted_rows_f16_avx2(
+    pub fn add_weighted_rows_f16_avx2(
         w: &[f32],
         data: &[f16],
         stride: usize,
         offset: usize,
         out: &mut [f32],
     ) {
-        out.fill(0.0);
         let d = out.len();
         for (r, &wr) in w.iter().enumerate() {
             let s = r * stride + offset;
@@ -281,14 +280,13 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx512f,fma")]
-    pub fn weighted_rows_f16_avx512(
+    pub fn add_weighted_rows_f16_avx512(
         w: &[f32],
         data: &[f16],
         stride: usize,
         offset: usize,
         out: &mut [f32],
     ) {
-        out.fill(0.0);
         let d = out.len();
         for (r, &wr) in w.iter().enumerate() {
             let s = r * stride + offset;
@@ -483,24 +481,30 @@ pub fn dot_rows_f16(q: &[f32], data: &[f16], stride: usize, offset: usize, out: 
     )
 }
 
-/// [`weighted_rows`] over f16 rows: the attention-weighted values of one KV block.
+/// `out += Σ_r w[r] · row r` over f16 rows (row `r` at `r * stride + offset`): one KV block's
+/// attention-weighted values added straight into the running accumulator.
 /// Panics if the rows do not fit in `data` (a caller bug, not an input error).
-pub fn weighted_rows_f16(w: &[f32], data: &[f16], stride: usize, offset: usize, out: &mut [f32]) {
+pub fn add_weighted_rows_f16(
+    w: &[f32],
+    data: &[f16],
+    stride: usize,
+    offset: usize,
+    out: &mut [f32],
+) {
     assert!(
         rows_fit_f16(data, stride, offset, w.len(), out.len()),
-        "weighted_rows_f16: rows out of range"
+        "add_weighted_rows_f16: rows out of range"
     );
     dispatch_fma!(
         {
-            out.fill(0.0);
             let d = out.len();
             for (r, &wr) in w.iter().enumerate() {
                 let s = r * stride + offset;
                 axpy_f16_generic(wr, &data[s..s + d], out);
             }
         },
-        x86::weighted_rows_f16_avx2,
-        x86::weighted_rows_f16_avx512,
+        x86::add_weighted_rows_f16_avx2,
+        x86::add_weighted_rows_f16_avx512,
         (w, data, stride, offset, out)
     )
 }
@@ -704,14 +708,14 @@ mod tests {
             let row = |r: usize| &data[r * (n + 3) + 2..r * (n + 3) + 2 + n];
             let mut scores = [0f32; 3];
             dot_rows_f16(&q, &data, n + 3, 2, &mut scores);
-            let mut summed = vec![0f32; n];
-            weighted_rows_f16(&[0.5, -1.0, 2.0], &data, n + 3, 2, &mut summed);
+            let mut summed = vec![1f32; n];
+            add_weighted_rows_f16(&[0.5, -1.0, 2.0], &data, n + 3, 2, &mut summed);
             for (r, got) in scores.iter().enumerate() {
                 assert!((got - dot_f16_generic(&q, row(r))).abs() < 1e-4);
             }
             for (i, got) in summed.iter().enumerate() {
                 let naive =
-                    0.5 * row(0)[i].to_f32() - row(1)[i].to_f32() + 2.0 * row(2)[i].to_f32();
+                    1.0 + 0.5 * row(0)[i].to_f32() - row(1)[i].to_f32() + 2.0 * row(2)[i].to_f32();
                 assert!((got - naive).abs() < 1e-5);
             }
             for y in &ys {
