@@ -14,6 +14,12 @@ pub use batch::{
     BatchConfig, BatchEngine, BatchStats, Event, Request, StepOutput, TokenLogprob, Usage,
 };
 pub use generate::{GenerateOptions, GenerationStats, Session, StopReason};
+pub use kiln_sampler::SamplingParams;
+/// Tiny random models for tests of crates above the engine (they write their own model).
+pub mod testing {
+    pub use kiln_models::tiny::{write_tiny_llama, TinySpec};
+}
+pub use kiln_tokenizer::{ChatMessage, ChatTemplate};
 pub use perplexity::{PerplexityOptions, PerplexityReport};
 pub use response_cache::{is_deterministic, CacheStats, ResponseCache};
 pub use scheduler::{
@@ -72,6 +78,15 @@ impl Engine {
         Self::from_gguf(Arc::new(file), threads)
     }
 
+    /// Builds the engine from a GGUF image in memory (tiny test models, embedded files).
+    pub fn from_bytes(bytes: Vec<u8>, threads: usize) -> Result<Engine, EngineError> {
+        let file = GgufFile::from_bytes(bytes).map_err(|source| EngineError::Open {
+            path: "<memory>".into(),
+            source,
+        })?;
+        Self::from_gguf(Arc::new(file), threads)
+    }
+
     pub fn from_gguf(file: Arc<GgufFile>, threads: usize) -> Result<Engine, EngineError> {
         let tokenizer = Tokenizer::from_gguf(&file)?;
         let model = Llama::load(file)?;
@@ -99,6 +114,20 @@ impl Engine {
 
     pub fn pool(&self) -> &ThreadPool {
         &self.pool
+    }
+
+    /// Tokenizes a prompt (special tokens parsed), adding BOS where the vocabulary wants it
+    /// unless the text (e.g. a rendered chat template) already starts with it.
+    pub fn encode_prompt(&self, text: &str) -> Vec<u32> {
+        let tok = self.tokenizer();
+        let starts_with_bos = tok
+            .bos()
+            .map(|b| {
+                let bos_text = String::from_utf8_lossy(tok.token_bytes(b)).into_owned();
+                !bos_text.is_empty() && text.starts_with(&bos_text)
+            })
+            .unwrap_or(false);
+        tok.encode(text, !starts_with_bos, true)
     }
 
     pub fn n_threads(&self) -> usize {
