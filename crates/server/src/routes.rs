@@ -32,7 +32,22 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn(log_request))
         .with_state(state)
+}
+
+/// One structured line per request on stderr: method, path, status, milliseconds to the
+/// response head (a stream's body continues after it).
+async fn log_request(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+    let t = std::time::Instant::now();
+    let r = next.run(req).await;
+    eprintln!(
+        "{}",
+        json!({"method": method.as_str(), "path": path, "status": r.status().as_u16(),
+               "ms": (t.elapsed().as_secs_f64() * 1e3 * 10.0).round() / 10.0})
+    );
+    r
 }
 
 impl IntoResponse for ApiError {
