@@ -43,6 +43,9 @@ pub struct ServeArgs {
     /// Response-cache time to live in seconds.
     #[arg(long, default_value_t = 600)]
     pub cache_ttl: u64,
+    /// End requests still queued or running after this many seconds (0 = never).
+    #[arg(long, default_value_t = 0)]
+    pub timeout: u64,
 }
 
 pub fn main(args: ServeArgs) -> Result<()> {
@@ -81,6 +84,7 @@ pub fn main(args: ServeArgs) -> Result<()> {
     cfg.api_key = api_key;
     cfg.cache_capacity = args.cache_size;
     cfg.cache_ttl = Duration::from_secs(args.cache_ttl);
+    cfg.request_timeout = (args.timeout > 0).then(|| Duration::from_secs(args.timeout));
     let state = kiln_server::start(engine, batch, cfg)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -27,6 +27,8 @@ pub struct ServerConfig {
     pub limits: Limits,
     pub cache_capacity: usize,
     pub cache_ttl: Duration,
+    /// Requests still running this long after submission finish with reason `timeout`.
+    pub request_timeout: Option<Duration>,
 }
 
 impl ServerConfig {
@@ -43,6 +45,7 @@ impl ServerConfig {
             },
             cache_capacity: 256,
             cache_ttl: Duration::from_secs(600),
+            request_timeout: None,
         }
     }
 }

@@ -316,7 +316,7 @@ fn job(
             prompt_logprobs,
             n,
             priority: c.priority.unwrap_or(0),
-            timeout: None,
+            timeout: st.cfg.request_timeout,
         },
         n,
         stream: c.stream,
