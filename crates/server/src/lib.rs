@@ -3,6 +3,7 @@
 //! errors in OpenAI's JSON shape, the API key, and the response cache in front of the engine.
 #![forbid(unsafe_code)]
 
+mod histogram;
 pub mod openai;
 mod routes;
 pub mod worker;
@@ -69,6 +70,7 @@ pub struct AppState {
     pub stats: Arc<Mutex<BatchStats>>,
     pub cache: Mutex<ResponseCache<String, Vec<Event>>>,
     pub counters: Counters,
+    pub latencies: histogram::Latencies,
     start: Instant,
     seeds: AtomicU64,
 }
@@ -115,6 +117,7 @@ pub fn start(
         commands: Mutex::new(tx),
         stats,
         counters: Counters::default(),
+        latencies: histogram::Latencies::default(),
         start: Instant::now(),
         seeds: AtomicU64::new(1),
     }))

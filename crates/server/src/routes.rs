@@ -1,6 +1,7 @@
 //! The HTTP routes: authentication, body parsing, submitting to the engine thread, replies as
 //! JSON or server-sent events, the response cache, `/v1/models`, `/health`, `/metrics`.
 
+use crate::histogram::Timer;
 use crate::openai::{self, ApiError, ChatBody, Choice, Common, CompletionBody};
 use crate::worker::Command;
 use crate::AppState;
@@ -334,6 +335,7 @@ fn created() -> u64 {
 }
 
 async fn run(st: &Arc<AppState>, job: Job) -> Result<Response, ApiError> {
+    let mut timer = Timer::new(job.n);
     let mut source = submit(st, job.req.clone(), job.key.as_ref()).await?;
     let id = format!(
         "{}-{}",
@@ -341,7 +343,7 @@ async fn run(st: &Arc<AppState>, job: Job) -> Result<Response, ApiError> {
         st.fresh_seed()
     );
     if job.stream {
-        return Ok(stream_response(Arc::clone(st), job, source, id).into_response());
+        return Ok(stream_response(Arc::clone(st), job, source, id, timer).into_response());
     }
     let mut events = Vec::new();
     let mut finished = 0;
@@ -349,6 +351,7 @@ async fn run(st: &Arc<AppState>, job: Job) -> Result<Response, ApiError> {
         match source.next().await {
             Some(e) => {
                 finished += usize::from(matches!(e, Event::Finished { .. }));
+                timer.on_event(&e, &st.latencies);
                 events.push(e);
             }
             None => {
@@ -362,6 +365,7 @@ async fn run(st: &Arc<AppState>, job: Job) -> Result<Response, ApiError> {
             }
         }
     }
+    timer.done(&st.latencies);
     let (choices, prompt_lp) = openai::collect(&events, job.n);
     finish_bookkeeping(st, &job, &choices, &events);
     let model = st.cfg.model_name.clone();
@@ -431,6 +435,7 @@ fn finish_bookkeeping(st: &AppState, job: &Job, choices: &[Choice], events: &[Ev
 }
 
 struct StreamState {
+    timer: Timer,
     st: Arc<AppState>,
     job: Job,
     source: Source,
@@ -447,8 +452,10 @@ fn stream_response(
     job: Job,
     source: Source,
     id: String,
+    timer: Timer,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let s = StreamState {
+        timer,
         st,
         job,
         source,
@@ -514,6 +521,7 @@ impl StreamState {
             self.done = true;
             return;
         };
+        self.timer.on_event(&e, &self.st.latencies);
         self.events.push(e.clone());
         match e {
             Event::PromptLogprobs { .. } => {}
@@ -546,6 +554,7 @@ impl StreamState {
                 self.pending.push_back(c);
                 self.finished += 1;
                 if self.finished >= self.job.n {
+                    self.timer.done(&self.st.latencies);
                     let (choices, _) = openai::collect(&self.events, self.job.n);
                     finish_bookkeeping(&self.st, &self.job, &choices, &self.events);
                     let u = self.chunk(Vec::new(), Some(openai::usage_json(&choices)));
@@ -579,7 +588,7 @@ async fn metrics(State(st): State<Arc<AppState>>) -> Response {
     let c = &st.counters;
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     let bs = s.block_size as u64;
-    let text = format!(
+    let mut text = format!(
         "# TYPE kiln_requests_total counter\n\
          kiln_requests_total{{status=\"ok\"}} {}\n\
          kiln_requests_total{{status=\"client_error\"}} {}\n\
@@ -610,5 +619,6 @@ async fn metrics(State(st): State<Arc<AppState>>) -> Response {
         cache.hits,
         cache.misses,
     );
+    st.latencies.render(&mut text);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

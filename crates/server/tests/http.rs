@@ -273,4 +273,12 @@ fn thirty_two_simultaneous_streams_all_complete_with_correct_usage() {
     }
     let (_, _, metrics) = request(addr, "GET", "/metrics", None, b"");
     assert!(metrics.contains("kiln_kv_blocks_in_use 0"), "{metrics}");
+    assert!(
+        metrics.contains("kiln_time_to_first_token_seconds_count 32\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("kiln_request_duration_seconds_count 32\n"),
+        "{metrics}"
+    );
 }
