@@ -395,3 +395,48 @@ fn the_batch_engine_can_move_to_a_serving_thread() {
     send::<BatchEngine>();
     send::<Event>();
 }
+
+#[test]
+fn chat_turns_prefill_only_what_is_new() {
+    let engine = engine(1);
+    let mut be = BatchEngine::new(Arc::clone(&engine), BatchConfig::for_slots(2, 256)).unwrap();
+    let mut now = Duration::ZERO;
+    let mut conversation = tokens(21, 9);
+    for turn in 0..4 {
+        let id = be
+            .submit(Request::greedy(conversation.clone(), 7), now)
+            .unwrap();
+        let events = drain(&mut be, &mut now);
+        let (reply, _, end) = generated(&events[&id], 0);
+        let usage = events[&id]
+            .iter()
+            .find_map(|e| match e {
+                Event::Finished { usage, .. } => Some(*usage),
+                _ => None,
+            })
+            .expect("finished");
+        if turn > 0 {
+            // Everything the previous turn computed (its prompt and all but its last sampled
+            // token), in whole blocks, comes from the prefix cache.
+            assert!(usage.cached_tokens > 0, "turn {turn}: {usage:?}");
+        }
+        assert!(end.is_some());
+        let computed = conversation.len() + reply.len() - 1;
+        conversation.extend(&reply);
+        conversation.extend(tokens(5, turn + 20));
+        // What the next turn may reuse: whole blocks of what was computed, within its prompt.
+        let reusable = computed.min(conversation.len() - 1) / 16 * 16;
+        let id = be.submit(Request::greedy(conversation.clone(), 1), now).unwrap();
+        let events = drain(&mut be, &mut now);
+        let next = events[&id]
+            .iter()
+            .find_map(|e| match e {
+                Event::Finished { usage, .. } => Some(*usage),
+                _ => None,
+            })
+            .expect("finished");
+        assert_eq!(next.cached_tokens, reusable, "turn {turn}");
+        // Drop the probe's reply from the conversation: the next turn continues from here.
+    }
+    assert_eq!(be.stats().scheduler.blocks_in_use, 0);
+}
