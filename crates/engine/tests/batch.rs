@@ -426,7 +426,9 @@ fn chat_turns_prefill_only_what_is_new() {
         conversation.extend(tokens(5, turn + 20));
         // What the next turn may reuse: whole blocks of what was computed, within its prompt.
         let reusable = computed.min(conversation.len() - 1) / 16 * 16;
-        let id = be.submit(Request::greedy(conversation.clone(), 1), now).unwrap();
+        let id = be
+            .submit(Request::greedy(conversation.clone(), 1), now)
+            .unwrap();
         let events = drain(&mut be, &mut now);
         let next = events[&id]
             .iter()
