@@ -125,15 +125,7 @@ pub fn load_engine(args: &ModelArgs) -> Result<Engine> {
 /// Tokenizes a prompt the way the model expects: BOS only if the metadata asks for it and
 /// the text does not already start with it; control tokens in the text are honoured.
 pub fn encode_prompt(engine: &Engine, text: &str) -> Vec<u32> {
-    let tok = engine.tokenizer();
-    let starts_with_bos = tok
-        .bos()
-        .map(|b| {
-            let bos_text = String::from_utf8_lossy(tok.token_bytes(b)).into_owned();
-            !bos_text.is_empty() && text.starts_with(&bos_text)
-        })
-        .unwrap_or(false);
-    tok.encode(text, !starts_with_bos, true)
+    engine.encode_prompt(text)
 }
 
 /// Writes `text` to stdout. A closed pipe (`kiln inspect … | head`) is not an error.

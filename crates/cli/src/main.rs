@@ -11,6 +11,7 @@ mod perplexity;
 mod pull;
 mod quantize;
 mod run;
+mod serve;
 mod tokenize;
 
 use clap::{Parser, Subcommand};
@@ -35,6 +36,8 @@ enum Command {
     Run(run::RunArgs),
     /// Interactive multi-turn chat that keeps the KV cache between turns.
     Chat(chat::ChatArgs),
+    /// Serve the model over an OpenAI-compatible HTTP API with continuous batching.
+    Serve(serve::ServeArgs),
     /// Print the token ids of a text.
     Tokenize(tokenize::TokenizeArgs),
     /// Perplexity of a text file (llama-perplexity protocol).
@@ -57,6 +60,7 @@ fn main() -> ExitCode {
         Command::Pull(a) => pull::main(a),
         Command::Run(a) => run::main(a),
         Command::Chat(a) => chat::main(a),
+        Command::Serve(a) => serve::main(a),
         Command::Tokenize(a) => tokenize::main(a),
         Command::Perplexity(a) => perplexity::main(a),
         Command::Inspect(a) => inspect::main(a),

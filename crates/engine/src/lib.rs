@@ -2,18 +2,36 @@
 //! with streaming, chat turns that reuse the KV cache, and perplexity evaluation.
 #![forbid(unsafe_code)]
 
+pub mod batch;
 pub mod bench;
 pub mod calibrate;
 pub mod generate;
 pub mod kl;
 pub mod logits_file;
 pub mod perplexity;
+pub mod response_cache;
+pub mod scheduler;
+mod stop;
 
 pub use calibrate::CalibrateOptions;
-pub use generate::{GenerateOptions, GenerationStats, Session, StopReason};
 pub use kl::{KlReference, KlReport};
 pub use logits_file::LogitsReader;
+pub use batch::{
+    BatchConfig, BatchEngine, BatchStats, Event, Request, StepOutput, TokenLogprob, Usage,
+};
+pub use generate::{GenerateOptions, GenerationStats, Session, StopReason};
+pub use kiln_sampler::SamplingParams;
+/// Tiny random models for tests of crates above the engine (they write their own model).
+pub mod testing {
+    pub use kiln_models::tiny::{write_tiny_llama, TinySpec};
+}
+pub use kiln_tokenizer::{ChatMessage, ChatTemplate};
 pub use perplexity::{PerplexityOptions, PerplexityReport};
+pub use response_cache::{is_deterministic, CacheStats, ResponseCache};
+pub use scheduler::{
+    FinishReason, RequestId, Scheduler, SchedulerConfig, SchedulerStats, SeqId, SeqRequest,
+    StepItem, StepPlan, SubmitError,
+};
 
 use kiln_gguf::GgufFile;
 use kiln_kvcache::KvDtype;
@@ -44,6 +62,8 @@ pub enum EngineError {
     EmptyPrompt,
     #[error("{0}")]
     Invalid(String),
+    #[error(transparent)]
+    Submit(#[from] SubmitError),
 }
 
 /// A model ready to run: weights, tokenizer and the worker threads that compute with them.
@@ -59,6 +79,15 @@ impl Engine {
     pub fn load(path: &Path, threads: usize) -> Result<Engine, EngineError> {
         let file = GgufFile::open(path).map_err(|source| EngineError::Open {
             path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_gguf(Arc::new(file), threads)
+    }
+
+    /// Builds the engine from a GGUF image in memory (tiny test models, embedded files).
+    pub fn from_bytes(bytes: Vec<u8>, threads: usize) -> Result<Engine, EngineError> {
+        let file = GgufFile::from_bytes(bytes).map_err(|source| EngineError::Open {
+            path: "<memory>".into(),
             source,
         })?;
         Self::from_gguf(Arc::new(file), threads)
@@ -91,6 +120,20 @@ impl Engine {
 
     pub fn pool(&self) -> &ThreadPool {
         &self.pool
+    }
+
+    /// Tokenizes a prompt (special tokens parsed), adding BOS where the vocabulary wants it
+    /// unless the text (e.g. a rendered chat template) already starts with it.
+    pub fn encode_prompt(&self, text: &str) -> Vec<u32> {
+        let tok = self.tokenizer();
+        let starts_with_bos = tok
+            .bos()
+            .map(|b| {
+                let bos_text = String::from_utf8_lossy(tok.token_bytes(b)).into_owned();
+                !bos_text.is_empty() && text.starts_with(&bos_text)
+            })
+            .unwrap_or(false);
+        tok.encode(text, !starts_with_bos, true)
     }
 
     pub fn n_threads(&self) -> usize {

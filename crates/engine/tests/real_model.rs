@@ -215,3 +215,87 @@ fn perplexity_on_gpl3_is_within_one_percent_of_llama_cpp() {
         rel * 100.0
     );
 }
+
+/// Logit error allowed between the batched and the single-sequence path, relative to the
+/// largest logit: the same integer dot products; only float summation order may differ
+/// (with the dispatched kernels they agree exactly).
+const BATCH_REL_TOL: f32 = 1e-3;
+
+#[test]
+fn batched_forward_matches_single_sequences_on_the_reference_prompts() {
+    use kiln_kvcache::{BlockManager, BlockTable};
+    use kiln_models::{BatchSeq, ForwardScratch};
+    let engine = engine();
+    let model = engine.model();
+    let n_vocab = model.config().n_vocab;
+    let refs = references();
+    let steps = 8;
+    let bs = 16;
+    let mut blocks = BlockManager::new(256, bs).unwrap();
+    let mut store = model.new_store(bs, 256, KvDtype::F16).unwrap();
+    let mut tables: Vec<BlockTable> = refs.iter().map(|_| BlockTable::new()).collect();
+    for (t, r) in tables.iter_mut().zip(&refs) {
+        blocks.reserve(t, r.prompt_ids.len() + steps).unwrap();
+    }
+    let mut scratch = ForwardScratch::default();
+    let mut batched = Vec::new();
+    // Every prompt prefilled together, then `steps` decode steps of all sequences together,
+    // feeding llama.cpp's continuation tokens (fixed, so both paths see the same inputs).
+    let mut rows: Vec<Vec<Vec<f32>>> = vec![Vec::new(); refs.len()];
+    for step in 0..=steps {
+        let seqs: Vec<BatchSeq> = refs
+            .iter()
+            .zip(&tables)
+            .map(|(r, t)| {
+                let n = r.prompt_ids.len();
+                let (tokens, pos0) = if step == 0 {
+                    (&r.prompt_ids[..], 0)
+                } else {
+                    (&r.output_ids[step - 1..step], n + step - 1)
+                };
+                BatchSeq {
+                    tokens,
+                    pos0,
+                    blocks: t.blocks(),
+                    logits: LogitsMode::Last,
+                }
+            })
+            .collect();
+        model
+            .forward_batch(engine.pool(), &mut store, &seqs, &mut scratch, &mut batched)
+            .unwrap();
+        for (i, row) in batched.chunks(n_vocab).enumerate() {
+            rows[i].push(row.to_vec());
+        }
+    }
+    for (i, r) in refs.iter().enumerate() {
+        let mut session = engine.new_session(1024, KvDtype::F16).unwrap();
+        let mut logits = Vec::new();
+        for (step, want) in rows[i].iter().enumerate() {
+            let tokens = if step == 0 {
+                &r.prompt_ids[..]
+            } else {
+                &r.output_ids[step - 1..step]
+            };
+            model
+                .forward(
+                    engine.pool(),
+                    session.state_mut(),
+                    tokens,
+                    LogitsMode::Last,
+                    &mut logits,
+                )
+                .unwrap();
+            let scale = logits.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let err = logits
+                .iter()
+                .zip(want)
+                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(
+                err / scale < BATCH_REL_TOL,
+                "{} step {step}: batched logits differ by {err} (scale {scale})",
+                r.name
+            );
+        }
+    }
+}

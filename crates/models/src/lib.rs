@@ -11,7 +11,7 @@ pub mod tiny;
 pub mod weights;
 
 pub use config::LlamaConfig;
-pub use llama::{Llama, LlamaState, LogitsMode};
+pub use llama::{BatchSeq, ForwardScratch, Llama, LlamaState, LogitsMode};
 pub use observe::MatmulObserver;
 
 use thiserror::Error;

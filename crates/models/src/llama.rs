@@ -5,14 +5,14 @@ use crate::observe::{observe, MatmulObserver};
 use crate::weights::WeightMap;
 use crate::{LlamaConfig, ModelError};
 use kiln_gguf::GgufFile;
-use kiln_kvcache::{KvCache, KvDtype};
-use kiln_nn::{Attention, AttentionScratch, Embedding, Linear, LinearInput, RmsNorm};
+use kiln_kvcache::{BlockId, KvDtype, KvStore, DEFAULT_BLOCK_SIZE};
+use kiln_nn::{Attention, AttnSeq, Embedding, Linear, LinearInput, RmsNorm};
 use kiln_tensor::ops::{self, Rope};
 use kiln_tensor::ThreadPool;
 use std::sync::Arc;
 
-/// Tokens processed together in one pass of the layers (prompt chunks larger than this are
-/// split); bounds the scratch memory of a prefill.
+/// Tokens processed together in one pass of the layers by the single-sequence `forward`
+/// (prompt chunks larger than this are split); bounds the scratch memory of a prefill.
 pub const MAX_BATCH: usize = 128;
 
 /// Which positions of a forward pass produce logits.
@@ -25,6 +25,48 @@ pub enum LogitsMode {
     /// Every token from this index of the call's tokens on (perplexity scores only the
     /// second half of each chunk); rows start at that token.
     From(usize),
+    /// No logits (a prompt chunk that does not end the prompt).
+    None,
+}
+
+impl LogitsMode {
+    /// Logit rows this mode asks of `n` tokens (always the trailing rows).
+    pub fn rows(self, n: usize) -> usize {
+        match self {
+            LogitsMode::Last => n.min(1),
+            LogitsMode::All => n,
+            LogitsMode::From(k) => n - k.min(n),
+            LogitsMode::None => 0,
+        }
+    }
+}
+
+/// One sequence's part of a batched forward pass: `tokens` enter at positions
+/// `pos0..pos0 + tokens.len()`; `blocks` is its block table in the store, covering at least
+/// those positions (earlier positions must already hold their keys and values).
+#[derive(Debug, Clone, Copy)]
+pub struct BatchSeq<'a> {
+    pub tokens: &'a [u32],
+    pub pos0: usize,
+    pub blocks: &'a [BlockId],
+    pub logits: LogitsMode,
+}
+
+/// Reusable activation buffers of a forward pass (grown to the largest batch seen).
+#[derive(Default)]
+pub struct ForwardScratch {
+    x: Vec<f32>,
+    xn: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    attn: Vec<f32>,
+    proj: Vec<f32>,
+    gate: Vec<f32>,
+    up: Vec<f32>,
+    input: LinearInput,
+    /// Sees every matmul input of the layers when set (calibration); `None` costs nothing.
+    observer: Option<Box<dyn MatmulObserver>>,
 }
 
 struct Block {
@@ -51,44 +93,37 @@ pub struct Llama {
     file: Arc<GgufFile>,
 }
 
-/// Per-sequence state: the KV cache and reusable scratch buffers.
+/// A single sequence with its own KV store (blocks used in order, so memory grows with the
+/// tokens written) and scratch buffers: what `Session`, perplexity and benchmarks drive.
 pub struct LlamaState {
-    cache: KvCache,
-    x: Vec<f32>,
-    xn: Vec<f32>,
-    q: Vec<f32>,
-    k: Vec<f32>,
-    v: Vec<f32>,
-    attn: Vec<f32>,
-    proj: Vec<f32>,
-    gate: Vec<f32>,
-    up: Vec<f32>,
-    input: LinearInput,
-    attn_scratch: AttentionScratch,
-    observer: Option<Box<dyn MatmulObserver>>,
+    store: KvStore,
+    blocks: Vec<BlockId>,
+    len: usize,
+    n_ctx: usize,
+    scratch: ForwardScratch,
 }
 
 impl LlamaState {
     /// Tokens already in the cache (the position of the next token).
     pub fn n_past(&self) -> usize {
-        self.cache.len()
+        self.len
     }
 
     pub fn n_ctx(&self) -> usize {
-        self.cache.n_ctx()
+        self.n_ctx
     }
 
     /// Forgets everything after the first `n` tokens (e.g. to reuse a shared prefix).
     pub fn truncate(&mut self, n: usize) {
-        self.cache.truncate(n);
+        self.len = self.len.min(n);
     }
 
     pub fn clear(&mut self) {
-        self.cache.clear();
+        self.len = 0;
     }
 
     pub fn kv_bytes(&self) -> usize {
-        self.cache.allocated_bytes()
+        self.store.allocated_bytes()
     }
 
     /// Installs (or with `None` removes) a hook that sees every matmul input of the layers;
@@ -97,7 +132,7 @@ impl LlamaState {
         &mut self,
         observer: Option<Box<dyn MatmulObserver>>,
     ) -> Option<Box<dyn MatmulObserver>> {
-        std::mem::replace(&mut self.observer, observer)
+        std::mem::replace(&mut self.scratch.observer, observer)
     }
 }
 
@@ -191,26 +226,30 @@ impl Llama {
     /// A fresh sequence state with room for `n_ctx` tokens (capped by the training context).
     pub fn new_state(&self, n_ctx: usize, kv_dtype: KvDtype) -> Result<LlamaState, ModelError> {
         let n_ctx = n_ctx.clamp(1, self.config.n_ctx_train);
+        let n_blocks = n_ctx.div_ceil(DEFAULT_BLOCK_SIZE);
         Ok(LlamaState {
-            cache: KvCache::new(
-                self.config.n_layer,
-                n_ctx,
-                self.attention.kv_dim(),
-                kv_dtype,
-            )?,
-            x: Vec::new(),
-            xn: Vec::new(),
-            q: Vec::new(),
-            k: Vec::new(),
-            v: Vec::new(),
-            attn: Vec::new(),
-            proj: Vec::new(),
-            gate: Vec::new(),
-            up: Vec::new(),
-            input: LinearInput::new(),
-            attn_scratch: AttentionScratch::default(),
-            observer: None,
+            store: self.new_store(DEFAULT_BLOCK_SIZE, n_blocks, kv_dtype)?,
+            blocks: (0..n_blocks as BlockId).collect(),
+            len: 0,
+            n_ctx,
+            scratch: ForwardScratch::default(),
         })
+    }
+
+    /// An empty KV store shaped for this model: `n_blocks` blocks of `block_size` positions.
+    pub fn new_store(
+        &self,
+        block_size: usize,
+        n_blocks: usize,
+        kv_dtype: KvDtype,
+    ) -> Result<KvStore, ModelError> {
+        Ok(KvStore::new(
+            self.config.n_layer,
+            self.attention.kv_dim(),
+            block_size,
+            n_blocks,
+            kv_dtype,
+        )?)
     }
 
     /// Appends `tokens` to the sequence in `state` and computes logits (rows of `n_vocab`)
@@ -234,36 +273,74 @@ impl Llama {
         logits.clear();
         let n_chunks = tokens.len().div_ceil(MAX_BATCH);
         for (ci, chunk) in tokens.chunks(MAX_BATCH).enumerate() {
-            let want = match mode {
-                LogitsMode::All => chunk.len(),
-                LogitsMode::From(k) => {
-                    let start = ci * MAX_BATCH;
-                    chunk.len() - k.saturating_sub(start).min(chunk.len())
-                }
-                LogitsMode::Last if ci + 1 == n_chunks => 1,
-                LogitsMode::Last => 0,
+            let mode = match mode {
+                LogitsMode::From(k) => LogitsMode::From(k.saturating_sub(ci * MAX_BATCH)),
+                LogitsMode::Last if ci + 1 < n_chunks => LogitsMode::None,
+                m => m,
             };
-            self.forward_chunk(pool, state, chunk, want, logits)?;
+            let seq = BatchSeq {
+                tokens: chunk,
+                pos0: state.len,
+                blocks: &state.blocks,
+                logits: mode,
+            };
+            self.forward_into(pool, &mut state.store, &[seq], &mut state.scratch, logits)?;
+            state.len += chunk.len();
         }
         Ok(())
     }
 
-    /// One pass over the layers for up to `MAX_BATCH` tokens; appends logits of the last
-    /// `n_logits` tokens.
-    fn forward_chunk(
+    /// One pass over the layers for every sequence of `seqs` together: each weight is applied
+    /// in ONE matmul over the rows of all sequences (decode steps and prompt chunks mixed);
+    /// attention runs per sequence over its own blocks. Writes the new keys and values into
+    /// `store` and sets `logits` to the rows each sequence asked for, in sequence order.
+    pub fn forward_batch(
         &self,
         pool: &ThreadPool,
-        s: &mut LlamaState,
-        tokens: &[u32],
-        n_logits: usize,
+        store: &mut KvStore,
+        seqs: &[BatchSeq<'_>],
+        scratch: &mut ForwardScratch,
+        logits: &mut Vec<f32>,
+    ) -> Result<(), ModelError> {
+        logits.clear();
+        self.forward_into(pool, store, seqs, scratch, logits)
+    }
+
+    /// `forward_batch` appending to `logits`.
+    fn forward_into(
+        &self,
+        pool: &ThreadPool,
+        store: &mut KvStore,
+        seqs: &[BatchSeq<'_>],
+        s: &mut ForwardScratch,
         logits: &mut Vec<f32>,
     ) -> Result<(), ModelError> {
         let c = &self.config;
-        let n = tokens.len();
-        let pos0 = s.cache.len();
         let (d, qd, kvd) = (c.n_embd, self.attention.q_dim(), self.attention.kv_dim());
+        let bs = store.block_size();
+        if store.kv_dim() != kvd || store.n_layers() != c.n_layer {
+            return Err(ModelError::Unsupported(format!(
+                "KV store of {} layers × {} values does not fit this model ({} × {kvd})",
+                store.n_layers(),
+                store.kv_dim(),
+                c.n_layer
+            )));
+        }
+        for q in seqs {
+            let needed = q.pos0 + q.tokens.len();
+            if needed > q.blocks.len() * bs {
+                return Err(ModelError::ContextOverflow {
+                    needed,
+                    n_ctx: q.blocks.len() * bs,
+                });
+            }
+        }
+        let n: usize = seqs.iter().map(|q| q.tokens.len()).sum();
+        if n == 0 {
+            return Ok(());
+        }
         s.x.resize(n * d, 0.0);
-        for (t, &id) in tokens.iter().enumerate() {
+        for (t, &id) in seqs.iter().flat_map(|q| q.tokens).enumerate() {
             self.embedding.lookup(id, &mut s.x[t * d..(t + 1) * d])?;
         }
         s.xn.resize(n * d, 0.0);
@@ -274,6 +351,14 @@ impl Llama {
         s.proj.resize(n * d, 0.0);
         s.gate.resize(n * c.n_ff, 0.0);
         s.up.resize(n * c.n_ff, 0.0);
+        let attn_seqs: Vec<AttnSeq<'_>> = seqs
+            .iter()
+            .map(|q| AttnSeq {
+                blocks: q.blocks,
+                pos0: q.pos0,
+                n_rows: q.tokens.len(),
+            })
+            .collect();
         for (layer, b) in self.blocks.iter().enumerate() {
             b.attn_norm.forward(&s.x, &mut s.xn)?;
             s.input.set(&s.xn, d);
@@ -281,26 +366,25 @@ impl Llama {
             b.wq.forward(pool, &mut s.input, &mut s.q)?;
             b.wk.forward(pool, &mut s.input, &mut s.k)?;
             b.wv.forward(pool, &mut s.input, &mut s.v)?;
-            for t in 0..n {
-                let pos = pos0 + t;
-                self.rope.apply(&mut s.q[t * qd..(t + 1) * qd], pos);
-                self.rope.apply(&mut s.k[t * kvd..(t + 1) * kvd], pos);
-                s.cache.write(
-                    layer,
-                    pos,
-                    &s.k[t * kvd..(t + 1) * kvd],
-                    &s.v[t * kvd..(t + 1) * kvd],
-                )?;
+            // RoPE is applied to each key as it is written, so the store holds rotated keys.
+            let mut t = 0;
+            for q in seqs {
+                for i in 0..q.tokens.len() {
+                    let pos = q.pos0 + i;
+                    self.rope.apply(&mut s.q[t * qd..(t + 1) * qd], pos);
+                    self.rope.apply(&mut s.k[t * kvd..(t + 1) * kvd], pos);
+                    store.write(
+                        layer,
+                        q.blocks[pos / bs],
+                        pos % bs,
+                        &s.k[t * kvd..(t + 1) * kvd],
+                        &s.v[t * kvd..(t + 1) * kvd],
+                    )?;
+                    t += 1;
+                }
             }
-            self.attention.forward(
-                pool,
-                &s.cache,
-                layer,
-                pos0,
-                &s.q,
-                &mut s.attn,
-                &mut s.attn_scratch,
-            )?;
+            self.attention
+                .forward(pool, store.layer(layer)?, bs, &attn_seqs, &s.q, &mut s.attn)?;
             s.input.set(&s.attn, qd);
             observe(&mut s.observer, &[&b.wo], &s.attn, qd);
             b.wo.forward(pool, &mut s.input, &mut s.proj)?;
@@ -317,13 +401,26 @@ impl Llama {
             b.w_down.forward(pool, &mut s.input, &mut s.proj)?;
             ops::add_in_place(&mut s.x, &s.proj);
         }
-        s.cache.set_len(pos0 + n)?;
+        // Gather the rows that want logits, normalize them and project them in one matmul.
+        let mut n_logits = 0;
+        let mut row0 = 0;
+        for q in seqs {
+            let len = q.tokens.len();
+            let k = q.logits.rows(len);
+            for r in row0 + len - k..row0 + len {
+                let (dst, src) = (n_logits * d, r * d);
+                if dst != src {
+                    s.x.copy_within(src..src + d, dst);
+                }
+                n_logits += 1;
+            }
+            row0 += len;
+        }
         if n_logits == 0 {
             return Ok(());
         }
-        let rows = &s.x[(n - n_logits) * d..];
         let normed = &mut s.xn[..n_logits * d];
-        self.output_norm.forward(rows, normed)?;
+        self.output_norm.forward(&s.x[..n_logits * d], normed)?;
         s.input.set(normed, d);
         let start = logits.len();
         logits.resize(start + n_logits * c.n_vocab, 0.0);

@@ -1,14 +1,22 @@
-//! Causal grouped-query attention over a KV cache (keys and values already written).
+//! Causal grouped-query attention reading keys and values through block tables, straight from
+//! the f16 (or f32) KV store: each key/value row is widened in registers as it is used, and
+//! softmax runs online over tiles of positions, so a call converts nothing in bulk and
+//! allocates nothing however long the context.
 //!
-//! With an f16 cache the query and the attention weights are rounded to f16 before they meet
-//! the cached keys and values, as ggml's f16 matmuls do, so results track llama.cpp closely.
+//! With an f16 cache the query and the (unnormalized) attention weights are rounded to f16
+//! before they meet the cached keys and values, as ggml's f16 paths do, so results track
+//! llama.cpp closely.
 
 use crate::NnError;
-use kiln_kvcache::{KvCache, KvDtype};
+use half::f16;
+use kiln_kvcache::{BlockId, KvLayer};
 use kiln_tensor::{ops, ThreadPool};
 
-/// Largest head size supported (a query head is copied to the stack).
+/// Largest head size supported (a query head and its accumulator live on the stack).
 pub const MAX_HEAD_DIM: usize = 512;
+
+/// Largest block size attention works with (one block's scores live on the stack).
+pub const MAX_BLOCK_SIZE: usize = 256;
 
 /// Head layout of one attention block.
 #[derive(Debug, Clone, Copy)]
@@ -18,11 +26,66 @@ pub struct Attention {
     pub head_dim: usize,
 }
 
-/// Reusable buffers for `Attention::forward`.
-#[derive(Default)]
-pub struct AttentionScratch {
-    keys: Vec<f32>,
-    values: Vec<f32>,
+/// One sequence's rows in a batched attention call: `n_rows` consecutive query rows at
+/// positions `pos0..pos0 + n_rows`, whose keys and values (those positions included) are
+/// already written in the blocks of `blocks` (position `p` in `blocks[p / block_size]`).
+#[derive(Debug, Clone, Copy)]
+pub struct AttnSeq<'a> {
+    pub blocks: &'a [BlockId],
+    pub pos0: usize,
+    pub n_rows: usize,
+}
+
+/// Element types the store may hold, read a block of rows at a time (row `r` of a block at
+/// `r * stride + offset`), so one kernel dispatch covers a whole block.
+trait KvElem: Copy + Send + Sync {
+    fn dot_rows(q: &[f32], data: &[Self], stride: usize, offset: usize, out: &mut [f32]);
+    /// `acc += Σ_r w[r] · row r`; `part` is scratch of `acc`'s length.
+    fn add_weighted_rows(
+        w: &[f32],
+        data: &[Self],
+        stride: usize,
+        offset: usize,
+        acc: &mut [f32],
+        part: &mut [f32],
+    );
+    /// Whether operands meeting this cache are rounded to it first (f16).
+    const ROUND: bool;
+}
+
+impl KvElem for f16 {
+    fn dot_rows(q: &[f32], data: &[f16], stride: usize, offset: usize, out: &mut [f32]) {
+        ops::dot_rows_f16(q, data, stride, offset, out)
+    }
+    fn add_weighted_rows(
+        w: &[f32],
+        data: &[f16],
+        stride: usize,
+        offset: usize,
+        acc: &mut [f32],
+        _part: &mut [f32],
+    ) {
+        ops::add_weighted_rows_f16(w, data, stride, offset, acc)
+    }
+    const ROUND: bool = true;
+}
+
+impl KvElem for f32 {
+    fn dot_rows(q: &[f32], data: &[f32], stride: usize, offset: usize, out: &mut [f32]) {
+        ops::dot_rows(q, data, stride, offset, out)
+    }
+    fn add_weighted_rows(
+        w: &[f32],
+        data: &[f32],
+        stride: usize,
+        offset: usize,
+        acc: &mut [f32],
+        part: &mut [f32],
+    ) {
+        ops::weighted_rows(w, data, stride, offset, part);
+        ops::add_in_place(acc, part);
+    }
+    const ROUND: bool = false;
 }
 
 impl Attention {
@@ -34,60 +97,253 @@ impl Attention {
         self.n_head_kv * self.head_dim
     }
 
-    /// For query rows `q` (n rows of `q_dim`) at positions `pos0..pos0+n`, attends over cached
-    /// positions `0..=pos` of `layer` and writes `out` (n rows of `q_dim`).
-    #[allow(clippy::too_many_arguments)]
+    /// For the query rows `q` of every sequence in `seqs` (rows of `q_dim`, sequences back to
+    /// back), attends over each sequence's positions `0..=pos` in `kv` (one layer of a store
+    /// with `block_size`-position blocks) and writes `out` (same shape as `q`).
     pub fn forward(
         &self,
         pool: &ThreadPool,
-        cache: &KvCache,
-        layer: usize,
-        pos0: usize,
+        kv: KvLayer<'_>,
+        block_size: usize,
+        seqs: &[AttnSeq<'_>],
         q: &[f32],
         out: &mut [f32],
-        scratch: &mut AttentionScratch,
     ) -> Result<(), NnError> {
         let (qd, kvd, hd) = (self.q_dim(), self.kv_dim(), self.head_dim);
+        let n_rows: usize = seqs.iter().map(|s| s.n_rows).sum();
+        let shape_err = |expected: usize, got: usize| NnError::Shape {
+            layer: "attention".into(),
+            expected,
+            got,
+        };
         if hd == 0
             || hd > MAX_HEAD_DIM
-            || !q.len().is_multiple_of(qd)
-            || out.len() != q.len()
-            || cache.kv_dim() != kvd
+            || self.n_head_kv == 0
+            || block_size == 0
+            || block_size > MAX_BLOCK_SIZE
         {
-            return Err(NnError::Shape {
-                layer: "attention".into(),
-                expected: qd,
-                got: q.len(),
-            });
+            return Err(shape_err(MAX_HEAD_DIM, hd));
         }
-        let n = q.len() / qd;
-        let n_pos = pos0 + n;
-        scratch.keys.resize(n_pos * kvd, 0.0);
-        scratch.values.resize(n_pos * kvd, 0.0);
-        cache.read(layer, n_pos, &mut scratch.keys, &mut scratch.values)?;
-        let (keys, values) = (&scratch.keys[..], &scratch.values[..]);
-        let f16_cache = cache.dtype() == KvDtype::F16;
-        let group = (self.n_head / self.n_head_kv.max(1)).max(1);
+        if q.len() != n_rows * qd || out.len() != q.len() {
+            return Err(shape_err(n_rows * qd, q.len()));
+        }
+        // Every block a row reads must exist in the store, so the kernels index freely.
+        let stored_blocks = kv.len() / (block_size * kvd);
+        for s in seqs {
+            let needed = (s.pos0 + s.n_rows).div_ceil(block_size);
+            let table = s.blocks.get(..needed).ok_or(NnError::Shape {
+                layer: "attention block table".into(),
+                expected: needed,
+                got: s.blocks.len(),
+            })?;
+            if let Some(&b) = table.iter().find(|&&b| b as usize >= stored_blocks) {
+                return Err(NnError::Shape {
+                    layer: "attention block (not written)".into(),
+                    expected: stored_blocks,
+                    got: b as usize,
+                });
+            }
+        }
+        match kv {
+            KvLayer::F16 { keys, values } => {
+                self.run(pool, keys, values, block_size, seqs, q, out);
+            }
+            KvLayer::F32 { keys, values } => {
+                self.run(pool, keys, values, block_size, seqs, q, out);
+            }
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run<T: KvElem>(
+        &self,
+        pool: &ThreadPool,
+        keys: &[T],
+        values: &[T],
+        block_size: usize,
+        seqs: &[AttnSeq<'_>],
+        q: &[f32],
+        out: &mut [f32],
+    ) {
+        let (qd, kvd, hd) = (self.q_dim(), self.kv_dim(), self.head_dim);
+        let group = (self.n_head / self.n_head_kv).max(1);
         let scale = 1.0 / (hd as f32).sqrt();
         pool.par_chunks_mut(out, hd, |chunk, o| {
-            let (t, h) = (chunk / self.n_head, chunk % self.n_head);
+            let (row, h) = (chunk / self.n_head, chunk % self.n_head);
+            // The sequence this row belongs to (batches hold few sequences).
+            let (mut seq, mut first) = (&seqs[0], 0);
+            for s in seqs {
+                if row < first + s.n_rows {
+                    seq = s;
+                    break;
+                }
+                first += s.n_rows;
+            }
+            let n_pos = seq.pos0 + (row - first) + 1;
             let kvh = (h / group).min(self.n_head_kv - 1);
             let mut qh = [0f32; MAX_HEAD_DIM];
             let qh = &mut qh[..hd];
-            qh.copy_from_slice(&q[t * qd + h * hd..t * qd + (h + 1) * hd]);
-            if f16_cache {
+            qh.copy_from_slice(&q[row * qd + h * hd..row * qd + (h + 1) * hd]);
+            if T::ROUND {
                 ops::round_to_f16_in_place(qh);
             }
-            let upto = pos0 + t + 1;
-            let mut scores = vec![0f32; upto];
-            ops::dot_rows(qh, keys, kvd, kvh * hd, &mut scores);
-            scores.iter_mut().for_each(|s| *s *= scale);
-            ops::softmax_in_place(&mut scores);
-            if f16_cache {
-                ops::round_to_f16_in_place(&mut scores);
+            let mut acc = [0f32; MAX_HEAD_DIM];
+            let acc = &mut acc[..hd];
+            let mut part = [0f32; MAX_HEAD_DIM];
+            let part = &mut part[..hd];
+            let (mut max, mut sum) = (f32::NEG_INFINITY, 0f32);
+            let mut scores = [0f32; MAX_BLOCK_SIZE];
+            // Online softmax, one KV block at a time.
+            for (bi, &b) in seq.blocks[..n_pos.div_ceil(block_size)].iter().enumerate() {
+                let n = block_size.min(n_pos - bi * block_size);
+                let scores = &mut scores[..n];
+                let base = b as usize * block_size * kvd + kvh * hd;
+                T::dot_rows(qh, keys, kvd, base, scores);
+                let mut tile_max = f32::NEG_INFINITY;
+                for s in scores.iter_mut() {
+                    *s *= scale;
+                    tile_max = tile_max.max(*s);
+                }
+                if tile_max > max {
+                    // Rescale what was accumulated under the old maximum.
+                    let f = (max - tile_max).exp();
+                    acc.iter_mut().for_each(|a| *a *= f);
+                    sum *= f;
+                    max = tile_max;
+                }
+                if !max.is_finite() {
+                    continue;
+                }
+                for s in scores.iter_mut() {
+                    *s = (*s - max).exp();
+                    sum += *s;
+                }
+                if T::ROUND {
+                    ops::round_to_f16_in_place(scores);
+                }
+                T::add_weighted_rows(scores, values, kvd, base, acc, part);
             }
-            ops::weighted_rows(&scores, values, kvd, kvh * hd, o);
+            let inv = if sum > 0.0 { 1.0 / sum } else { 0.0 };
+            for (d, &a) in o.iter_mut().zip(acc.iter()) {
+                *d = a * inv;
+            }
         });
-        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_kvcache::{KvDtype, KvStore};
+
+    /// Straightforward two-pass softmax attention in f64 over rows read back from the store.
+    fn naive(att: &Attention, rows_k: &[Vec<f32>], rows_v: &[Vec<f32>], q: &[f32]) -> Vec<f32> {
+        let hd = att.head_dim;
+        let group = att.n_head / att.n_head_kv;
+        let mut out = vec![0f32; att.q_dim()];
+        for h in 0..att.n_head {
+            let kvh = h / group;
+            let qh = &q[h * hd..(h + 1) * hd];
+            let s: Vec<f64> = rows_k
+                .iter()
+                .map(|k| {
+                    let d: f64 = (0..hd).map(|i| qh[i] as f64 * k[kvh * hd + i] as f64).sum();
+                    d / (hd as f64).sqrt()
+                })
+                .collect();
+            let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let e: Vec<f64> = s.iter().map(|v| (v - m).exp()).collect();
+            let z: f64 = e.iter().sum();
+            for i in 0..hd {
+                let v: f64 = e
+                    .iter()
+                    .zip(rows_v)
+                    .map(|(w, v)| w * v[kvh * hd + i] as f64)
+                    .sum();
+                out[h * hd + i] = (v / z) as f32;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn paged_attention_matches_naive_for_both_dtypes_and_ragged_batches() {
+        let att = Attention {
+            n_head: 4,
+            n_head_kv: 2,
+            head_dim: 24,
+        };
+        let (bs, kvd, qd) = (8, att.kv_dim(), att.q_dim());
+        let pool = ThreadPool::new(2);
+        let val = |i: usize, salt: f32| ((i as f32) * 0.37 + salt).sin();
+        for dtype in [KvDtype::F32, KvDtype::F16] {
+            // Two sequences with scattered, non-monotonic block tables.
+            let lens = [70usize, 9];
+            let tables: [Vec<BlockId>; 2] = [vec![11, 3, 7, 0, 9, 1, 12, 4, 14], vec![6, 2]];
+            let mut store = KvStore::new(1, kvd, bs, 16, dtype).unwrap();
+            let mut rows = [(Vec::new(), Vec::new()), (Vec::new(), Vec::new())];
+            for (s, &len) in lens.iter().enumerate() {
+                for p in 0..len {
+                    let k: Vec<f32> = (0..kvd).map(|i| val(i * 31 + p, s as f32)).collect();
+                    let v: Vec<f32> = (0..kvd).map(|i| val(i * 17 + p, 1.0 + s as f32)).collect();
+                    let b = tables[s][p / bs];
+                    store.write(0, b, p % bs, &k, &v).unwrap();
+                    let round = |x: Vec<f32>| match dtype {
+                        KvDtype::F16 => x.iter().map(|&v| f16::from_f32(v).to_f32()).collect(),
+                        KvDtype::F32 => x,
+                    };
+                    rows[s].0.push(round(k));
+                    rows[s].1.push(round(v));
+                }
+            }
+            // Sequence 0 is a 3-row prefill chunk ending at its last position, sequence 1 a
+            // single decode row.
+            let seqs = [
+                AttnSeq {
+                    blocks: &tables[0],
+                    pos0: 67,
+                    n_rows: 3,
+                },
+                AttnSeq {
+                    blocks: &tables[1],
+                    pos0: 8,
+                    n_rows: 1,
+                },
+            ];
+            let q: Vec<f32> = (0..4 * qd).map(|i| val(i, 3.0) * 2.0).collect();
+            let mut out = vec![0f32; q.len()];
+            att.forward(&pool, store.layer(0).unwrap(), bs, &seqs, &q, &mut out)
+                .unwrap();
+            let tol = match dtype {
+                KvDtype::F32 => 1e-5,
+                KvDtype::F16 => 5e-3,
+            };
+            let cases = [(0, 0, 68), (0, 1, 69), (0, 2, 70), (1, 3, 9)];
+            for (s, row, n_pos) in cases {
+                let want = naive(
+                    &att,
+                    &rows[s].0[..n_pos],
+                    &rows[s].1[..n_pos],
+                    &q[row * qd..(row + 1) * qd],
+                );
+                let got = &out[row * qd..(row + 1) * qd];
+                let err = got
+                    .iter()
+                    .zip(&want)
+                    .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+                assert!(err < tol, "{dtype:?} row {row}: error {err}");
+            }
+            // A table that does not cover the rows is an error, not a panic.
+            let short = [AttnSeq {
+                blocks: &tables[1][..1],
+                pos0: 8,
+                n_rows: 1,
+            }];
+            let mut o = vec![0f32; qd];
+            assert!(att
+                .forward(&pool, store.layer(0).unwrap(), bs, &short, &q[..qd], &mut o)
+                .is_err());
+        }
     }
 }

@@ -1,5 +1,5 @@
 //! kiln-nn: layers with no model knowledge — Linear (dense or quantized), Embedding, RMSNorm,
-//! grouped-query attention over a KV cache.
+//! grouped-query attention through KV block tables.
 #![forbid(unsafe_code)]
 
 pub mod attention;
@@ -7,7 +7,7 @@ pub mod embedding;
 pub mod linear;
 pub mod norm;
 
-pub use attention::{Attention, AttentionScratch};
+pub use attention::{Attention, AttnSeq};
 pub use embedding::Embedding;
 pub use linear::{Linear, LinearInput};
 pub use norm::RmsNorm;

@@ -171,6 +171,169 @@ mod x86 {
         super::dot_body::<true>(a, b)
     }
 
+    use half::f16;
+    use std::arch::x86_64::*;
+
+    /// Sum of the 8 lanes.
+    #[target_feature(enable = "avx2,fma")]
+    fn hsum256(v: __m256) -> f32 {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_shuffle_ps::<0b01>(s, s));
+        _mm_cvtss_f32(s)
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub fn dot_f16_avx2(q: &[f32], k: &[f16]) -> f32 {
+        let n = q.len().min(k.len());
+        let (qp, kp) = (q.as_ptr(), k.as_ptr() as *const __m128i);
+        let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut i = 0;
+        while i + 16 <= n {
+            // SAFETY: i + 16 <= n, so both 8-lane loads of each operand are in bounds; f16 is
+            // a 2-byte transparent wrapper of u16, so 8 of them form one unaligned __m128i.
+            unsafe {
+                let k0 = _mm256_cvtph_ps(_mm_loadu_si128(kp.byte_add(2 * i)));
+                let k1 = _mm256_cvtph_ps(_mm_loadu_si128(kp.byte_add(2 * i + 16)));
+                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qp.add(i)), k0, a0);
+                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(qp.add(i + 8)), k1, a1);
+            }
+            i += 16;
+        }
+        if i + 8 <= n {
+            // SAFETY: i + 8 <= n, as above.
+            unsafe {
+                let k0 = _mm256_cvtph_ps(_mm_loadu_si128(kp.byte_add(2 * i)));
+                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qp.add(i)), k0, a0);
+            }
+            i += 8;
+        }
+        let mut s = hsum256(_mm256_add_ps(a0, a1));
+        for j in i..n {
+            s += q[j] * k[j].to_f32();
+        }
+        s
+    }
+
+    #[target_feature(enable = "avx512f,fma")]
+    pub fn dot_f16_avx512(q: &[f32], k: &[f16]) -> f32 {
+        let n = q.len().min(k.len());
+        let (qp, kp) = (q.as_ptr(), k.as_ptr() as *const __m256i);
+        let mut acc = _mm512_setzero_ps();
+        let mut i = 0;
+        while i + 16 <= n {
+            // SAFETY: i + 16 <= n: 16 f32 and 16 f16 (one __m256i) are in bounds.
+            unsafe {
+                let k0 = _mm512_cvtph_ps(_mm256_loadu_si256(kp.byte_add(2 * i)));
+                acc = _mm512_fmadd_ps(_mm512_loadu_ps(qp.add(i)), k0, acc);
+            }
+            i += 16;
+        }
+        let mut s = _mm512_reduce_add_ps(acc);
+        for j in i..n {
+            s += q[j] * k[j].to_f32();
+        }
+        s
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub fn dot_rows_f16_avx2(
+        q: &[f32],
+        data: &[f16],
+        stride: usize,
+        offset: usize,
+        out: &mut [f32],
+    ) {
+        for (r, o) in out.iter_mut().enumerate() {
+            let s = r * stride + offset;
+            *o = dot_f16_avx2(q, &data[s..s + q.len()]);
+        }
+    }
+
+    #[target_feature(enable = "avx512f,fma")]
+    pub fn dot_rows_f16_avx512(
+        q: &[f32],
+        data: &[f16],
+        stride: usize,
+        offset: usize,
+        out: &mut [f32],
+    ) {
+        for (r, o) in out.iter_mut().enumerate() {
+            let s = r * stride + offset;
+            *o = dot_f16_avx512(q, &data[s..s + q.len()]);
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub fn add_weighted_rows_f16_avx2(
+        w: &[f32],
+        data: &[f16],
+        stride: usize,
+        offset: usize,
+        out: &mut [f32],
+    ) {
+        let d = out.len();
+        for (r, &wr) in w.iter().enumerate() {
+            let s = r * stride + offset;
+            axpy_f16_avx2(wr, &data[s..s + d], out);
+        }
+    }
+
+    #[target_feature(enable = "avx512f,fma")]
+    pub fn add_weighted_rows_f16_avx512(
+        w: &[f32],
+        data: &[f16],
+        stride: usize,
+        offset: usize,
+        out: &mut [f32],
+    ) {
+        let d = out.len();
+        for (r, &wr) in w.iter().enumerate() {
+            let s = r * stride + offset;
+            axpy_f16_avx512(wr, &data[s..s + d], out);
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub fn axpy_f16_avx2(alpha: f32, x: &[f16], y: &mut [f32]) {
+        let n = x.len().min(y.len());
+        let (xp, yp) = (x.as_ptr() as *const __m128i, y.as_mut_ptr());
+        let a = _mm256_set1_ps(alpha);
+        let mut i = 0;
+        while i + 8 <= n {
+            // SAFETY: i + 8 <= n: 8 f16 and 8 f32 are in bounds of `x` and `y`.
+            unsafe {
+                let v = _mm256_cvtph_ps(_mm_loadu_si128(xp.byte_add(2 * i)));
+                let o = _mm256_fmadd_ps(a, v, _mm256_loadu_ps(yp.add(i)));
+                _mm256_storeu_ps(yp.add(i), o);
+            }
+            i += 8;
+        }
+        for j in i..n {
+            y[j] += alpha * x[j].to_f32();
+        }
+    }
+
+    #[target_feature(enable = "avx512f,fma")]
+    pub fn axpy_f16_avx512(alpha: f32, x: &[f16], y: &mut [f32]) {
+        let n = x.len().min(y.len());
+        let (xp, yp) = (x.as_ptr() as *const __m256i, y.as_mut_ptr());
+        let a = _mm512_set1_ps(alpha);
+        let mut i = 0;
+        while i + 16 <= n {
+            // SAFETY: i + 16 <= n: 16 f16 and 16 f32 are in bounds of `x` and `y`.
+            unsafe {
+                let v = _mm512_cvtph_ps(_mm256_loadu_si256(xp.byte_add(2 * i)));
+                let o = _mm512_fmadd_ps(a, v, _mm512_loadu_ps(yp.add(i)));
+                _mm512_storeu_ps(yp.add(i), o);
+            }
+            i += 16;
+        }
+        for j in i..n {
+            y[j] += alpha * x[j].to_f32();
+        }
+    }
+
     #[target_feature(enable = "avx2,fma")]
     pub fn axpy_avx2(alpha: f32, x: &[f32], y: &mut [f32]) {
         super::axpy_body::<true>(alpha, x, y)
@@ -257,6 +420,92 @@ pub fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
         x86::axpy_avx2,
         x86::axpy_avx512,
         (alpha, x, y)
+    )
+}
+
+/// Scalar reference of [`dot_f16`].
+fn dot_f16_generic(q: &[f32], k: &[f16]) -> f32 {
+    q.iter().zip(k).map(|(&a, &b)| a * b.to_f32()).sum()
+}
+
+/// Scalar reference of [`axpy_f16`].
+fn axpy_f16_generic(alpha: f32, x: &[f16], y: &mut [f32]) {
+    for (o, &v) in y.iter_mut().zip(x) {
+        *o += alpha * v.to_f32();
+    }
+}
+
+/// Dot product of f32 `q` with f16 `k` (over the shorter length), each f16 widened in
+/// registers: attention scores straight from an f16 KV cache, no converted copy.
+pub fn dot_f16(q: &[f32], k: &[f16]) -> f32 {
+    dispatch_fma!(
+        dot_f16_generic(q, k),
+        x86::dot_f16_avx2,
+        x86::dot_f16_avx512,
+        (q, k)
+    )
+}
+
+/// `y += alpha * x` for f16 `x` (over the shorter length): the attention-weighted sum of
+/// values straight from an f16 KV cache.
+pub fn axpy_f16(alpha: f32, x: &[f16], y: &mut [f32]) {
+    dispatch_fma!(
+        axpy_f16_generic(alpha, x, y),
+        x86::axpy_f16_avx2,
+        x86::axpy_f16_avx512,
+        (alpha, x, y)
+    )
+}
+
+/// Rows `r` of f16 `data` start at `r * stride + offset`; checks that `n_rows` rows of
+/// `width` values fit.
+fn rows_fit_f16(data: &[f16], stride: usize, offset: usize, n_rows: usize, width: usize) -> bool {
+    n_rows == 0 || (n_rows - 1) * stride + offset + width <= data.len()
+}
+
+/// [`dot_rows`] over f16 rows (each widened in registers): the scores of one KV block.
+/// Panics if the rows do not fit in `data` (a caller bug, not an input error).
+pub fn dot_rows_f16(q: &[f32], data: &[f16], stride: usize, offset: usize, out: &mut [f32]) {
+    assert!(
+        rows_fit_f16(data, stride, offset, out.len(), q.len()),
+        "dot_rows_f16: rows out of range"
+    );
+    dispatch_fma!(
+        for (r, o) in out.iter_mut().enumerate() {
+            let s = r * stride + offset;
+            *o = dot_f16_generic(q, &data[s..s + q.len()]);
+        },
+        x86::dot_rows_f16_avx2,
+        x86::dot_rows_f16_avx512,
+        (q, data, stride, offset, out)
+    )
+}
+
+/// `out += Σ_r w[r] · row r` over f16 rows (row `r` at `r * stride + offset`): one KV block's
+/// attention-weighted values added straight into the running accumulator.
+/// Panics if the rows do not fit in `data` (a caller bug, not an input error).
+pub fn add_weighted_rows_f16(
+    w: &[f32],
+    data: &[f16],
+    stride: usize,
+    offset: usize,
+    out: &mut [f32],
+) {
+    assert!(
+        rows_fit_f16(data, stride, offset, w.len(), out.len()),
+        "add_weighted_rows_f16: rows out of range"
+    );
+    dispatch_fma!(
+        {
+            let d = out.len();
+            for (r, &wr) in w.iter().enumerate() {
+                let s = r * stride + offset;
+                axpy_f16_generic(wr, &data[s..s + d], out);
+            }
+        },
+        x86::add_weighted_rows_f16_avx2,
+        x86::add_weighted_rows_f16_avx512,
+        (w, data, stride, offset, out)
     )
 }
 
@@ -413,6 +662,68 @@ mod tests {
         round_to_f16_in_place(&mut x);
         assert_eq!(x[0], f16::from_f32(1.0 / 3.0).to_f32());
         assert_eq!(x[1], 65504.0);
+    }
+
+    #[test]
+    fn f16_row_kernels_match_the_scalar_reference() {
+        for n in [0, 1, 7, 8, 9, 15, 16, 17, 31, 64, 65, 100] {
+            let q: Vec<f32> = (0..n).map(|i| (i as f32 * 0.7).sin()).collect();
+            let k: Vec<f16> = (0..n)
+                .map(|i| f16::from_f32((i as f32 * 0.3).cos()))
+                .collect();
+            let want = dot_f16_generic(&q, &k);
+            let mut got = vec![dot_f16(&q, &k)];
+            let y0: Vec<f32> = (0..n).map(|i| i as f32 * 0.01).collect();
+            let mut want_y = y0.clone();
+            axpy_f16_generic(-0.5, &k, &mut want_y);
+            let mut ys = vec![y0.clone()];
+            axpy_f16(-0.5, &k, &mut ys[0]);
+            #[cfg(target_arch = "x86_64")]
+            {
+                let f = crate::cpu::features();
+                if f.avx2 && f.fma && f.f16c {
+                    // SAFETY: features checked just above.
+                    got.push(unsafe { x86::dot_f16_avx2(&q, &k) });
+                    let mut y = y0.clone();
+                    // SAFETY: as above.
+                    unsafe { x86::axpy_f16_avx2(-0.5, &k, &mut y) };
+                    ys.push(y);
+                }
+                if f.avx512f && f.fma {
+                    // SAFETY: as above.
+                    got.push(unsafe { x86::dot_f16_avx512(&q, &k) });
+                    let mut y = y0.clone();
+                    // SAFETY: as above.
+                    unsafe { x86::axpy_f16_avx512(-0.5, &k, &mut y) };
+                    ys.push(y);
+                }
+            }
+            for g in got {
+                assert!((g - want).abs() < 1e-4, "n={n}: {g} vs {want}");
+            }
+            // Strided rows: three rows of `n` values, `n + 3` apart, from offset 2.
+            let data: Vec<f16> = (0..3 * (n + 3) + 2)
+                .map(|i| f16::from_f32((i as f32 * 0.13).sin()))
+                .collect();
+            let row = |r: usize| &data[r * (n + 3) + 2..r * (n + 3) + 2 + n];
+            let mut scores = [0f32; 3];
+            dot_rows_f16(&q, &data, n + 3, 2, &mut scores);
+            let mut summed = vec![1f32; n];
+            add_weighted_rows_f16(&[0.5, -1.0, 2.0], &data, n + 3, 2, &mut summed);
+            for (r, got) in scores.iter().enumerate() {
+                assert!((got - dot_f16_generic(&q, row(r))).abs() < 1e-4);
+            }
+            for (i, got) in summed.iter().enumerate() {
+                let naive =
+                    1.0 + 0.5 * row(0)[i].to_f32() - row(1)[i].to_f32() + 2.0 * row(2)[i].to_f32();
+                assert!((got - naive).abs() < 1e-5);
+            }
+            for y in &ys {
+                for i in 0..n {
+                    assert!((y[i] - want_y[i]).abs() < 1e-6, "n={n} i={i}");
+                }
+            }
+        }
     }
 
     #[test]
