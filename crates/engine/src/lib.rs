@@ -13,14 +13,14 @@ pub mod response_cache;
 pub mod scheduler;
 mod stop;
 
-pub use calibrate::CalibrateOptions;
-pub use kl::{KlReference, KlReport};
-pub use logits_file::LogitsReader;
 pub use batch::{
     BatchConfig, BatchEngine, BatchStats, Event, Request, StepOutput, TokenLogprob, Usage,
 };
+pub use calibrate::CalibrateOptions;
 pub use generate::{GenerateOptions, GenerationStats, Session, StopReason};
 pub use kiln_sampler::SamplingParams;
+pub use kl::{KlReference, KlReport};
+pub use logits_file::LogitsReader;
 /// Tiny random models for tests of crates above the engine (they write their own model).
 pub mod testing {
     pub use kiln_models::tiny::{write_tiny_llama, TinySpec};

@@ -10,13 +10,18 @@
 use crate::NnError;
 use half::f16;
 use kiln_kvcache::{BlockId, KvLayer};
+use kiln_tensor::ops::tile::{QueryTile, CHUNK, LANES};
 use kiln_tensor::{ops, ThreadPool};
+use std::cell::RefCell;
 
 /// Largest head size supported (a query head and its accumulator live on the stack).
 pub const MAX_HEAD_DIM: usize = 512;
 
 /// Largest block size attention works with (one block's scores live on the stack).
 pub const MAX_BLOCK_SIZE: usize = 256;
+
+/// Sequences with at least this many queries per KV head (rows × group) use query tiles.
+const TILE_MIN_QUERIES: usize = 8;
 
 /// Head layout of one attention block.
 #[derive(Debug, Clone, Copy)]
@@ -49,6 +54,9 @@ trait KvElem: Copy + Send + Sync {
         acc: &mut [f32],
         part: &mut [f32],
     );
+    /// Rows `r < n` of `data` (at `r * stride + offset`, `hd` values each) as f32 into `dst`
+    /// (`n * hd` values, row after row).
+    fn widen(data: &[Self], stride: usize, offset: usize, n: usize, hd: usize, dst: &mut [f32]);
     /// Whether operands meeting this cache are rounded to it first (f16).
     const ROUND: bool;
 }
@@ -67,6 +75,11 @@ impl KvElem for f16 {
     ) {
         ops::add_weighted_rows_f16(w, data, stride, offset, acc)
     }
+    fn widen(data: &[f16], stride: usize, offset: usize, n: usize, hd: usize, dst: &mut [f32]) {
+        for (r, d) in dst.chunks_exact_mut(hd).take(n).enumerate() {
+            ops::f16_to_f32(&data[r * stride + offset..][..hd], d);
+        }
+    }
     const ROUND: bool = true;
 }
 
@@ -84,6 +97,11 @@ impl KvElem for f32 {
     ) {
         ops::weighted_rows(w, data, stride, offset, part);
         ops::add_in_place(acc, part);
+    }
+    fn widen(data: &[f32], stride: usize, offset: usize, n: usize, hd: usize, dst: &mut [f32]) {
+        for (r, d) in dst.chunks_exact_mut(hd).take(n).enumerate() {
+            d.copy_from_slice(&data[r * stride + offset..][..hd]);
+        }
     }
     const ROUND: bool = false;
 }
@@ -169,6 +187,16 @@ impl Attention {
         let (qd, kvd, hd) = (self.q_dim(), self.kv_dim(), self.head_dim);
         let group = (self.n_head / self.n_head_kv).max(1);
         let scale = 1.0 / (hd as f32).sqrt();
+        // Sequences with enough rows (prefill chunks) go through query tiles; the others
+        // (decode rows) one query at a time.
+        let tile_rows = LANES / group;
+        let use_tile = |s: &AttnSeq| tile_rows > 0 && s.n_rows * group >= TILE_MIN_QUERIES;
+        if seqs.iter().any(&use_tile) {
+            self.run_tiles(pool, keys, values, block_size, seqs, q, out, use_tile);
+            if seqs.iter().all(use_tile) {
+                return;
+            }
+        }
         pool.par_chunks_mut(out, hd, |chunk, o| {
             let (row, h) = (chunk / self.n_head, chunk % self.n_head);
             // The sequence this row belongs to (batches hold few sequences).
@@ -179,6 +207,9 @@ impl Attention {
                     break;
                 }
                 first += s.n_rows;
+            }
+            if use_tile(seq) {
+                return;
             }
             let n_pos = seq.pos0 + (row - first) + 1;
             let kvh = (h / group).min(self.n_head_kv - 1);
@@ -232,6 +263,101 @@ impl Attention {
     }
 }
 
+impl Attention {
+    /// Attention for the rows of the sequences `use_tile` selects: work items of up to
+    /// `LANES / group` consecutive rows × one KV head, all their queries in one [`QueryTile`],
+    /// so every key and value row is widened once per item and every score is a vector op.
+    #[allow(clippy::too_many_arguments)]
+    fn run_tiles<T: KvElem>(
+        &self,
+        pool: &ThreadPool,
+        keys: &[T],
+        values: &[T],
+        block_size: usize,
+        seqs: &[AttnSeq<'_>],
+        q: &[f32],
+        out: &mut [f32],
+        use_tile: impl Fn(&AttnSeq) -> bool + Sync,
+    ) {
+        let (qd, kvd, hd) = (self.q_dim(), self.kv_dim(), self.head_dim);
+        let n_kv = self.n_head_kv;
+        let group = (self.n_head / n_kv).max(1);
+        let tile_rows = (LANES / group).max(1);
+        // (sequence, first row of the batch, first position, rows)
+        let mut tiles = Vec::new();
+        let mut first = 0;
+        for (si, s) in seqs.iter().enumerate() {
+            if use_tile(s) {
+                let mut r = 0;
+                while r < s.n_rows {
+                    let n = tile_rows.min(s.n_rows - r);
+                    tiles.push((si, first + r, s.pos0 + r, n));
+                    r += n;
+                }
+            }
+            first += s.n_rows;
+        }
+        let item_len = tile_rows * group * hd;
+        let mut tmp = vec![0f32; tiles.len() * n_kv * item_len];
+        let scale = 1.0 / (hd as f32).sqrt();
+        pool.par_chunks_mut(&mut tmp, item_len, |item, o| {
+            let ((si, row0, pos0, n_rows), kvh) = (tiles[item / n_kv], item % n_kv);
+            TILE_SCRATCH.with(|cell| {
+                let mut scratch = cell.borrow_mut();
+                let (tile, buf) = &mut *scratch;
+                if tile.as_ref().is_none_or(|t| t.head_dim() != hd) {
+                    *tile = Some(QueryTile::new(hd));
+                }
+                let Some(tile) = tile.as_mut() else { return };
+                let m = n_rows * group;
+                buf.resize((m + 2 * CHUNK) * hd, 0.0);
+                let (qs, kv_buf) = buf.split_at_mut(m * hd);
+                for (j, qj) in qs.chunks_exact_mut(hd).enumerate() {
+                    let (r, h) = (j / group, kvh * group + j % group);
+                    qj.copy_from_slice(&q[(row0 + r) * qd + h * hd..][..hd]);
+                    if T::ROUND {
+                        ops::round_to_f16_in_place(qj);
+                    }
+                }
+                let limits = (0..m).map(|j| pos0 + j / group + 1);
+                tile.reset(qs.chunks_exact(hd).zip(limits), scale);
+                let (kbuf, vbuf) = kv_buf.split_at_mut(CHUNK * hd);
+                let blocks = seqs[si].blocks;
+                let n_pos = pos0 + n_rows;
+                let mut p0 = 0;
+                while p0 < n_pos {
+                    let (bi, off) = (p0 / block_size, p0 % block_size);
+                    let n = CHUNK.min(block_size - off).min(n_pos - p0);
+                    let base = (blocks[bi] as usize * block_size + off) * kvd + kvh * hd;
+                    T::widen(keys, kvd, base, n, hd, &mut kbuf[..n * hd]);
+                    T::widen(values, kvd, base, n, hd, &mut vbuf[..n * hd]);
+                    tile.attend(p0, &kbuf[..n * hd], &vbuf[..n * hd], T::ROUND);
+                    p0 += n;
+                }
+                tile.finish(m, |lane, vals| {
+                    for (d, v) in o[lane * hd..(lane + 1) * hd].iter_mut().zip(vals) {
+                        *d = v;
+                    }
+                });
+            });
+        });
+        // Each item holds rows × (the heads of one KV group, contiguous in a row).
+        for (item, o) in tmp.chunks_exact(item_len).enumerate() {
+            let ((_, row0, _, n_rows), kvh) = (tiles[item / n_kv], item % n_kv);
+            for r in 0..n_rows {
+                let dst = &mut out[(row0 + r) * qd + kvh * group * hd..][..group * hd];
+                dst.copy_from_slice(&o[r * group * hd..][..group * hd]);
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// Per-thread query tile and query/key/value buffers of `run_tiles`, reused across calls.
+    static TILE_SCRATCH: RefCell<(Option<QueryTile>, Vec<f32>)> =
+        const { RefCell::new((None, Vec::new())) };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,10 +393,16 @@ mod tests {
         out
     }
 
+    /// Rows added to the prefill sequence (before its last three) so that it takes the
+    /// query-tile path (rows × group ≥ TILE_MIN_QUERIES).
+    const PREFILL_EXTRA: usize = 10;
+
     #[test]
     fn paged_attention_matches_naive_for_both_dtypes_and_ragged_batches() {
+        // Three query heads per KV head: query tiles of five rows, so the prefill sequence
+        // below spans several tiles, the last one partial.
         let att = Attention {
-            n_head: 4,
+            n_head: 6,
             n_head_kv: 2,
             head_dim: 24,
         };
@@ -302,8 +434,8 @@ mod tests {
             let seqs = [
                 AttnSeq {
                     blocks: &tables[0],
-                    pos0: 67,
-                    n_rows: 3,
+                    pos0: 67 - PREFILL_EXTRA,
+                    n_rows: 3 + PREFILL_EXTRA,
                 },
                 AttnSeq {
                     blocks: &tables[1],
@@ -311,7 +443,9 @@ mod tests {
                     n_rows: 1,
                 },
             ];
-            let q: Vec<f32> = (0..4 * qd).map(|i| val(i, 3.0) * 2.0).collect();
+            let q: Vec<f32> = (0..(4 + PREFILL_EXTRA) * qd)
+                .map(|i| val(i, 3.0) * 2.0)
+                .collect();
             let mut out = vec![0f32; q.len()];
             att.forward(&pool, store.layer(0).unwrap(), bs, &seqs, &q, &mut out)
                 .unwrap();
@@ -319,7 +453,10 @@ mod tests {
                 KvDtype::F32 => 1e-5,
                 KvDtype::F16 => 5e-3,
             };
-            let cases = [(0, 0, 68), (0, 1, 69), (0, 2, 70), (1, 3, 9)];
+            let mut cases: Vec<(usize, usize, usize)> = (0..3 + PREFILL_EXTRA)
+                .map(|r| (0, r, 68 - PREFILL_EXTRA + r))
+                .collect();
+            cases.push((1, 3 + PREFILL_EXTRA, 9));
             for (s, row, n_pos) in cases {
                 let want = naive(
                     &att,

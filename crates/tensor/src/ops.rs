@@ -364,6 +364,10 @@ macro_rules! dispatch_fma {
     }};
 }
 
+pub(crate) use dispatch_fma;
+
+pub mod tile;
+
 /// Dot product of two f32 slices (over the shorter length), with the kernel family chosen
 /// by `KILN_KERNELS` / the CPU.
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
