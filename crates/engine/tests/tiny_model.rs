@@ -6,6 +6,7 @@ use kiln_gguf::GgufFile;
 use kiln_kvcache::KvDtype;
 use kiln_models::tiny::{reference_logits, write_tiny_llama, TinySpec};
 use kiln_models::LogitsMode;
+use kiln_quant::QuantType;
 use kiln_sampler::SamplingParams;
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -15,6 +16,10 @@ use std::sync::Arc;
 const ACT_QUANT_TOL: f32 = 0.04;
 /// Between two kiln runs that differ only in batching, results agree to float rounding.
 const SAME_MATH_TOL: f32 = 1e-3;
+
+/// Relative logit difference allowed between two summation orders when activations are
+/// re-quantized to 8 bits before every matmul (a few flipped rounding steps).
+const REQUANT_TOL: f32 = 1e-2;
 
 fn engine(spec: &TinySpec, threads: usize) -> Engine {
     let bytes = write_tiny_llama(spec).expect("tiny model writes");
@@ -69,10 +74,28 @@ fn session_state(s: &mut kiln_engine::Session) -> &mut kiln_models::LlamaState {
     s.state_mut()
 }
 
+/// Decode (one row at a time, per-query attention) against prefill (query tiles): the same
+/// math up to f32 summation order. With float weights that is all that differs; with
+/// quantized weights the inputs of every matmul are re-quantized to 8 bits, so an order-level
+/// difference can flip a rounding step of an activation (1/127 of its block's maximum).
 #[test]
 fn token_by_token_decode_matches_batched_prefill() {
+    let float = TinySpec {
+        embedding_type: QuantType::F32,
+        layer_types: vec![[QuantType::F32; 7]; 2],
+        ..TinySpec::default()
+    };
+    for (spec, tol) in [
+        (float, SAME_MATH_TOL / 10.0),
+        (TinySpec::default(), REQUANT_TOL),
+    ] {
+        decode_matches_prefill(&spec, tol);
+    }
+}
+
+fn decode_matches_prefill(spec: &TinySpec, tol: f32) {
     for kv in [KvDtype::F32, KvDtype::F16] {
-        let engine = engine(&TinySpec::default(), 2);
+        let engine = engine(spec, 2);
         let tokens = prompt_tokens(150); // spans two prefill batches
         let mut logits = Vec::new();
         let mut batched = engine.new_session(0, kv).unwrap();
@@ -101,7 +124,10 @@ fn token_by_token_decode_matches_batched_prefill() {
                 .unwrap();
         }
         let d = max_rel_diff(&logits, &last_batched);
-        assert!(d < SAME_MATH_TOL, "{kv:?}: decode vs prefill differ by {d}");
+        assert!(
+            d < tol,
+            "{kv:?}: decode vs prefill differ by {d} (tolerance {tol})"
+        );
     }
 }
 
