@@ -6,7 +6,7 @@ use crate::weights::WeightMap;
 use crate::{LlamaConfig, ModelError};
 use kiln_gguf::GgufFile;
 use kiln_kvcache::{BlockId, KvDtype, KvStore, DEFAULT_BLOCK_SIZE};
-use kiln_nn::{Attention, AttnSeq, Embedding, Linear, LinearInput, RmsNorm};
+use kiln_nn::{Attention, AttnSeq, Embedding, Linear, LinearInput, LinearSet, RmsNorm};
 use kiln_tensor::ops::{self, Rope};
 use kiln_tensor::ThreadPool;
 use std::sync::Arc;
@@ -64,6 +64,8 @@ pub struct ForwardScratch {
     proj: Vec<f32>,
     gate: Vec<f32>,
     up: Vec<f32>,
+    /// Output of stacked matmuls before it is split into q/k/v or gate/up.
+    stack: Vec<f32>,
     input: LinearInput,
     /// Sees every matmul input of the layers when set (calibration); `None` costs nothing.
     observer: Option<Box<dyn MatmulObserver>>,
@@ -71,13 +73,12 @@ pub struct ForwardScratch {
 
 struct Block {
     attn_norm: RmsNorm,
-    wq: Linear,
-    wk: Linear,
-    wv: Linear,
+    /// Q, K and V (stacked into one matmul where their types agree).
+    qkv: LinearSet,
     wo: Linear,
     ffn_norm: RmsNorm,
-    w_gate: Linear,
-    w_up: Linear,
+    /// Gate and up (stacked likewise).
+    gate_up: LinearSet,
     w_down: Linear,
 }
 
@@ -151,6 +152,15 @@ impl Llama {
             let (bytes, ty) = w.get(name, &[n_in, n_out])?;
             Ok(Linear::new(name, bytes, ty, n_in as usize, n_out as usize)?)
         };
+        let set =
+            |label: &str, parts: &[(String, u64)], n_in: u64| -> Result<LinearSet, ModelError> {
+                let mut weights = Vec::with_capacity(parts.len());
+                for (name, n_out) in parts {
+                    let (bytes, ty) = w.get(name, &[n_in, *n_out])?;
+                    weights.push((name.clone(), bytes, ty, *n_out as usize));
+                }
+                Ok(LinearSet::new(label, weights, n_in as usize)?)
+            };
         let norm = |name: &str, n: u64| -> Result<RmsNorm, ModelError> {
             Ok(RmsNorm::new(w.vector(name, n as usize)?, c.rms_eps))
         };
@@ -172,13 +182,22 @@ impl Llama {
                 let n = |s: &str| format!("blk.{i}.{s}.weight");
                 Ok(Block {
                     attn_norm: norm(&n("attn_norm"), d)?,
-                    wq: linear(&n("attn_q"), d, q_dim)?,
-                    wk: linear(&n("attn_k"), d, kv_dim)?,
-                    wv: linear(&n("attn_v"), d, kv_dim)?,
+                    qkv: set(
+                        &format!("blk.{i}.attn_qkv"),
+                        &[
+                            (n("attn_q"), q_dim),
+                            (n("attn_k"), kv_dim),
+                            (n("attn_v"), kv_dim),
+                        ],
+                        d,
+                    )?,
                     wo: linear(&n("attn_output"), q_dim, d)?,
                     ffn_norm: norm(&n("ffn_norm"), d)?,
-                    w_gate: linear(&n("ffn_gate"), d, c.n_ff as u64)?,
-                    w_up: linear(&n("ffn_up"), d, c.n_ff as u64)?,
+                    gate_up: set(
+                        &format!("blk.{i}.ffn_gate_up"),
+                        &[(n("ffn_gate"), c.n_ff as u64), (n("ffn_up"), c.n_ff as u64)],
+                        d,
+                    )?,
                     w_down: linear(&n("ffn_down"), c.n_ff as u64, d)?,
                 })
             })
@@ -214,10 +233,10 @@ impl Llama {
             .blocks
             .iter()
             .map(|b| {
-                [&b.wq, &b.wk, &b.wv, &b.wo, &b.w_gate, &b.w_up, &b.w_down]
-                    .iter()
-                    .map(|l| l.weight_bytes())
-                    .sum::<usize>()
+                b.qkv.weight_bytes()
+                    + b.gate_up.weight_bytes()
+                    + b.wo.weight_bytes()
+                    + b.w_down.weight_bytes()
             })
             .sum();
         per_block + self.output.weight_bytes()
@@ -362,10 +381,13 @@ impl Llama {
         for (layer, b) in self.blocks.iter().enumerate() {
             b.attn_norm.forward(&s.x, &mut s.xn)?;
             s.input.set(&s.xn, d);
-            observe(&mut s.observer, &[&b.wq, &b.wk, &b.wv], &s.xn, d);
-            b.wq.forward(pool, &mut s.input, &mut s.q)?;
-            b.wk.forward(pool, &mut s.input, &mut s.k)?;
-            b.wv.forward(pool, &mut s.input, &mut s.v)?;
+            observe(&mut s.observer, b.qkv.names(), &s.xn, d);
+            b.qkv.forward(
+                pool,
+                &mut s.input,
+                &mut s.stack,
+                &mut [&mut s.q, &mut s.k, &mut s.v],
+            )?;
             // RoPE is applied to each key as it is written, so the store holds rotated keys.
             let mut t = 0;
             for q in seqs {
@@ -386,18 +408,22 @@ impl Llama {
             self.attention
                 .forward(pool, store.layer(layer)?, bs, &attn_seqs, &s.q, &mut s.attn)?;
             s.input.set(&s.attn, qd);
-            observe(&mut s.observer, &[&b.wo], &s.attn, qd);
+            observe(&mut s.observer, [b.wo.name()], &s.attn, qd);
             b.wo.forward(pool, &mut s.input, &mut s.proj)?;
             ops::add_in_place(&mut s.x, &s.proj);
 
             b.ffn_norm.forward(&s.x, &mut s.xn)?;
             s.input.set(&s.xn, d);
-            observe(&mut s.observer, &[&b.w_gate, &b.w_up], &s.xn, d);
-            b.w_gate.forward(pool, &mut s.input, &mut s.gate)?;
-            b.w_up.forward(pool, &mut s.input, &mut s.up)?;
+            observe(&mut s.observer, b.gate_up.names(), &s.xn, d);
+            b.gate_up.forward(
+                pool,
+                &mut s.input,
+                &mut s.stack,
+                &mut [&mut s.gate, &mut s.up],
+            )?;
             ops::silu_mul_in_place(&mut s.gate, &s.up);
             s.input.set(&s.gate, c.n_ff);
-            observe(&mut s.observer, &[&b.w_down], &s.gate, c.n_ff);
+            observe(&mut s.observer, [b.w_down.name()], &s.gate, c.n_ff);
             b.w_down.forward(pool, &mut s.input, &mut s.proj)?;
             ops::add_in_place(&mut s.x, &s.proj);
         }

@@ -9,7 +9,7 @@ pub mod norm;
 
 pub use attention::{Attention, AttnSeq};
 pub use embedding::Embedding;
-pub use linear::{Linear, LinearInput};
+pub use linear::{Linear, LinearInput, LinearSet};
 pub use norm::RmsNorm;
 
 use thiserror::Error;

@@ -2,6 +2,8 @@
 //!
 //! Dense and quantized weights take the same path: the input is converted once into the
 //! activation format the weight's kernel consumes (`LinearInput`), then one matmul runs.
+//! Weights that multiply the same input (Q/K/V, gate/up) can be stacked into one `Linear`, so
+//! one parallel matmul replaces several.
 
 use crate::NnError;
 use kiln_quant::{ActBuf, ActType, PackedMatrix, QMatrix, QuantType};
@@ -12,7 +14,11 @@ use std::sync::Arc;
 #[derive(Debug, Clone)]
 pub struct Linear {
     name: String,
-    weight: SharedBytes,
+    /// The stacked weights' names and row counts, in row order (one entry when not stacked).
+    parts: Vec<(String, usize)>,
+    /// The weights in ggml layout; `None` once a packed copy replaced an owned buffer.
+    weight: Option<SharedBytes>,
+    weight_len: usize,
     ty: QuantType,
     in_features: usize,
     out_features: usize,
@@ -40,18 +46,79 @@ impl Linear {
                 }
             })?;
         let packed = PackedMatrix::pack(kiln_tensor::cpu::kernel_choice(), &matrix).map(Arc::new);
-        if packed.is_some() {
-            // The matmul reads only the packed copy from now on.
-            weight.release_resident();
-        }
+        let weight_len = weight.len();
+        let weight = match packed {
+            // The matmul reads only the packed copy from now on: give back what holds the
+            // plain layout (a mapped file's pages, an owned buffer).
+            Some(_) => {
+                weight.release_resident();
+                None
+            }
+            None => Some(weight),
+        };
         Ok(Linear {
+            parts: vec![(name.clone(), out_features)],
             name,
             weight,
+            weight_len,
             ty,
             in_features,
             out_features,
             packed,
         })
+    }
+
+    /// One `Linear` computing every part of `parts` (name, weight bytes, rows) over the same
+    /// input: the rows are stacked in order, so output row `t` holds part 0's outputs, then
+    /// part 1's, and so on. All parts must share `ty` and `in_features`.
+    pub fn stacked(
+        name: impl Into<String>,
+        parts: Vec<(String, SharedBytes, usize)>,
+        ty: QuantType,
+        in_features: usize,
+    ) -> Result<Linear, NnError> {
+        let name = name.into();
+        let mut matrices = Vec::with_capacity(parts.len());
+        for (part, weight, rows) in &parts {
+            let m = QMatrix::new(ty, *rows, in_features, weight.as_slice()).map_err(|source| {
+                NnError::Quant {
+                    layer: part.clone(),
+                    source,
+                }
+            })?;
+            matrices.push(m);
+        }
+        let names: Vec<(String, usize)> = parts.iter().map(|(n, _, r)| (n.clone(), *r)).collect();
+        let rows = names.iter().map(|(_, r)| r).sum();
+        let weight_len = parts.iter().map(|(_, w, _)| w.len()).sum();
+        let choice = kiln_tensor::cpu::kernel_choice();
+        if let Some(packed) = PackedMatrix::pack_stacked(choice, &matrices) {
+            parts.iter().for_each(|(_, w, _)| w.release_resident());
+            return Ok(Linear {
+                name,
+                parts: names,
+                weight: None,
+                weight_len,
+                ty,
+                in_features,
+                out_features: rows,
+                packed: Some(Arc::new(packed)),
+            });
+        }
+        // No packed layout for this type here: one plain copy of the stacked rows.
+        let mut bytes = Vec::with_capacity(weight_len);
+        for (_, weight, _) in &parts {
+            bytes.extend_from_slice(weight.as_slice());
+            weight.release_resident();
+        }
+        let mut linear = Linear::new(name, SharedBytes::from_vec(bytes), ty, in_features, rows)?;
+        linear.parts = names;
+        Ok(linear)
+    }
+
+    /// The names and row counts of the weights stacked in this layer, in row order.
+    pub fn parts(&self) -> &[(String, usize)] {
+        &self.parts
     }
 
     pub fn name(&self) -> &str {
@@ -72,17 +139,13 @@ impl Linear {
 
     /// Bytes of weight data this layer reads per full pass.
     pub fn weight_bytes(&self) -> usize {
-        self.weight.len()
+        self.weight_len
     }
 
     fn matrix(&self) -> Result<QMatrix<'_>, NnError> {
-        QMatrix::new(
-            self.ty,
-            self.out_features,
-            self.in_features,
-            self.weight.as_slice(),
-        )
-        .map_err(|source| self.err(source))
+        let data = self.weight.as_ref().map_or(&[][..], |w| w.as_slice());
+        QMatrix::new(self.ty, self.out_features, self.in_features, data)
+            .map_err(|source| self.err(source))
     }
 
     fn err(&self, source: kiln_quant::QuantError) -> NnError {
@@ -132,6 +195,11 @@ impl LinearInput {
         LinearInput::default()
     }
 
+    /// Rows currently held.
+    pub fn n_rows(&self) -> usize {
+        self.x.len().checked_div(self.cols).unwrap_or(0)
+    }
+
     /// Replaces the input with `x` (rows of `cols` values); keeps allocations.
     pub fn set(&mut self, x: &[f32], cols: usize) {
         self.x.clear();
@@ -161,5 +229,118 @@ impl LinearInput {
             }
         };
         Ok(&self.prepared[idx].1)
+    }
+}
+
+/// Weights that multiply one input (Q, K and V; gate and up), with consecutive weights of the
+/// same storage type stacked into one [`Linear`], so one parallel matmul computes them all.
+#[derive(Debug, Clone)]
+pub struct LinearSet {
+    layers: Vec<Linear>,
+    names: Vec<String>,
+}
+
+impl LinearSet {
+    /// `parts`: (name, weight bytes, type, rows), each `in_features` wide, in output order.
+    pub fn new(
+        name: &str,
+        parts: Vec<(String, SharedBytes, QuantType, usize)>,
+        in_features: usize,
+    ) -> Result<LinearSet, NnError> {
+        let names = parts.iter().map(|p| p.0.clone()).collect();
+        let mut layers = Vec::new();
+        let mut run: Vec<(String, SharedBytes, usize)> = Vec::new();
+        let mut run_ty = None;
+        let flush = |run: &mut Vec<(String, SharedBytes, usize)>,
+                     ty: Option<QuantType>,
+                     layers: &mut Vec<Linear>|
+         -> Result<(), NnError> {
+            match (run.len(), ty) {
+                (0, _) | (_, None) => {}
+                (1, Some(ty)) => {
+                    let (n, w, rows) = run.remove(0);
+                    layers.push(Linear::new(n, w, ty, in_features, rows)?);
+                }
+                (_, Some(ty)) => {
+                    let label = format!("{name} ({})", run.len());
+                    layers.push(Linear::stacked(
+                        label,
+                        std::mem::take(run),
+                        ty,
+                        in_features,
+                    )?);
+                }
+            }
+            run.clear();
+            Ok(())
+        };
+        for (n, w, ty, rows) in parts {
+            if run_ty != Some(ty) {
+                flush(&mut run, run_ty, &mut layers)?;
+                run_ty = Some(ty);
+            }
+            run.push((n, w, rows));
+        }
+        flush(&mut run, run_ty, &mut layers)?;
+        Ok(LinearSet { layers, names })
+    }
+
+    /// The weights' names in output order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.names.iter().map(String::as_str)
+    }
+
+    /// The layers the weights were stacked into.
+    pub fn layers(&self) -> &[Linear] {
+        &self.layers
+    }
+
+    /// Bytes of weight data read per full pass.
+    pub fn weight_bytes(&self) -> usize {
+        self.layers.iter().map(Linear::weight_bytes).sum()
+    }
+
+    /// Computes every weight over the prepared input: `outs[i]` receives weight `i`'s output
+    /// (`n_rows * rows_i` values, rows of the input in order). `stack` is scratch.
+    pub fn forward(
+        &self,
+        pool: &ThreadPool,
+        input: &mut LinearInput,
+        stack: &mut Vec<f32>,
+        outs: &mut [&mut [f32]],
+    ) -> Result<(), NnError> {
+        let mut part = 0;
+        for layer in &self.layers {
+            let n_parts = layer.parts().len();
+            let targets = outs.get_mut(part..part + n_parts).ok_or(NnError::Shape {
+                layer: layer.name().into(),
+                expected: part + n_parts,
+                got: 0,
+            })?;
+            if let [only] = targets {
+                layer.forward(pool, input, only)?;
+            } else {
+                let n_rows = input.n_rows();
+                let width = layer.out_features();
+                stack.resize(n_rows * width, 0.0);
+                layer.forward(pool, input, stack)?;
+                let mut col = 0;
+                for ((_, rows), out) in layer.parts().iter().zip(targets.iter_mut()) {
+                    if out.len() != n_rows * rows {
+                        return Err(NnError::Shape {
+                            layer: layer.name().into(),
+                            expected: n_rows * rows,
+                            got: out.len(),
+                        });
+                    }
+                    for (t, dst) in out.chunks_exact_mut(*rows).enumerate() {
+                        dst.copy_from_slice(&stack[t * width + col..][..*rows]);
+                    }
+                    col += rows;
+                }
+            }
+            part += n_parts;
+        }
+        Ok(())
     }
 }

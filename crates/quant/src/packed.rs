@@ -101,32 +101,52 @@ impl PackedMatrix {
     /// `w.ty` or `w.rows` is not a positive multiple of [`GROUP_ROWS`] (the caller then keeps
     /// the plain layout and [`crate::matmul`]).
     pub fn pack(choice: KernelChoice, w: &QMatrix) -> Option<PackedMatrix> {
-        if !Self::supports(choice, w.ty)
-            || w.rows == 0
-            || !w.rows.is_multiple_of(GROUP_ROWS)
-            || w.validate().is_err()
+        Self::pack_stacked(choice, std::slice::from_ref(w))
+    }
+
+    /// Packs the rows of several matrices of one type and width, stacked in order, as one
+    /// matrix (so one matmul computes all of them); `None` as for [`PackedMatrix::pack`], or
+    /// when the parts differ in type or width (each part's rows a multiple of
+    /// [`GROUP_ROWS`]). No plain copy of the stack is made.
+    pub fn pack_stacked(choice: KernelChoice, parts: &[QMatrix]) -> Option<PackedMatrix> {
+        let first = parts.first()?;
+        let (ty, cols) = (first.ty, first.cols);
+        if !Self::supports(choice, ty)
+            || parts.iter().any(|w| {
+                w.ty != ty
+                    || w.cols != cols
+                    || w.rows == 0
+                    || !w.rows.is_multiple_of(GROUP_ROWS)
+                    || w.validate().is_err()
+            })
         {
             return None;
         }
-        let nb = w.cols / QK;
-        let scale_bytes = (nb * 32 * scale_arrays(w.ty)).div_ceil(64) * 64;
-        let group_bytes = scale_bytes + nb * quant_bytes(w.ty);
-        let n_groups = w.rows / GROUP_ROWS;
-        let total = group_bytes.checked_mul(n_groups)?;
+        let rows: usize = parts.iter().map(|w| w.rows).sum();
+        let nb = cols / QK;
+        let scale_bytes = (nb * 32 * scale_arrays(ty)).div_ceil(64) * 64;
+        let group_bytes = scale_bytes + nb * quant_bytes(ty);
+        let total = group_bytes.checked_mul(rows / GROUP_ROWS)?;
         let mut data = vec![Line([0; 64]); total / 64];
         let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut data[..]);
-        for (g, group) in bytes.chunks_exact_mut(group_bytes).enumerate() {
+        let all_rows = parts
+            .iter()
+            .flat_map(|w| (0..w.rows).map(move |r| w.row(r)));
+        let mut groups = bytes.chunks_exact_mut(group_bytes);
+        let mut rows_iter = all_rows.peekable();
+        while rows_iter.peek().is_some() {
+            let group = groups.next()?;
             let (scales, quants) = group.split_at_mut(scale_bytes);
             for j in 0..GROUP_ROWS {
-                let row = w.row(g * GROUP_ROWS + j);
-                pack_row(w.ty, nb, row, j, scales, quants);
+                let row = rows_iter.next()?;
+                pack_row(ty, nb, row, j, scales, quants);
             }
         }
         Some(PackedMatrix {
-            ty: w.ty,
+            ty,
             choice,
-            rows: w.rows,
-            cols: w.cols,
+            rows,
+            cols,
             scale_bytes,
             group_bytes,
             data,

@@ -152,3 +152,43 @@ fn packed_matmul_rejects_mismatches() {
     let mut out4 = vec![0.0; 4 * rows];
     assert!(matmul_packed(&pool, &p, &acts, &mut out4).is_err());
 }
+
+#[test]
+fn stacked_parts_pack_like_one_matrix() {
+    let mut rng = Rng::new(404);
+    let cols = 96;
+    for choice in choices() {
+        for ty in PACKABLE {
+            if !PackedMatrix::supports(choice, ty) {
+                continue;
+            }
+            let a_bytes = quantize_matrix(ty, &rng.vec(16 * cols, 1.0), cols);
+            let b_bytes = quantize_matrix(ty, &rng.vec(32 * cols, 1.0), cols);
+            let a = QMatrix::new(ty, 16, cols, &a_bytes).unwrap();
+            let b = QMatrix::new(ty, 32, cols, &b_bytes).unwrap();
+            let p = PackedMatrix::pack_stacked(choice, &[a, b]).unwrap();
+            assert_eq!(p.rows(), 48);
+            for r in 0..16 {
+                assert_eq!(
+                    p.unpack_row(r),
+                    a.row(r),
+                    "{ty:?} {choice:?} part a row {r}"
+                );
+            }
+            for r in 0..32 {
+                assert_eq!(
+                    p.unpack_row(16 + r),
+                    b.row(r),
+                    "{ty:?} {choice:?} part b row {r}"
+                );
+            }
+            // Parts that differ in width, or a part of 17 rows, are declined.
+            let c_bytes = quantize_matrix(ty, &rng.vec(16 * 64, 1.0), 64);
+            let c = QMatrix::new(ty, 16, 64, &c_bytes).unwrap();
+            assert!(PackedMatrix::pack_stacked(choice, &[a, c]).is_none());
+            let d_bytes = quantize_matrix(ty, &rng.vec(17 * cols, 1.0), cols);
+            let d = QMatrix::new(ty, 17, cols, &d_bytes).unwrap();
+            assert!(PackedMatrix::pack_stacked(choice, &[a, d]).is_none());
+        }
+    }
+}
