@@ -31,6 +31,7 @@ pub mod q4_1;
 pub mod q4_k;
 pub mod q6_k;
 pub mod q8_0;
+mod q8_matvec;
 pub mod q8_1;
 pub mod q8_k;
 mod types;
@@ -42,6 +43,7 @@ pub use common::nearest_int;
 pub use error::QuantError;
 pub use kiln_tensor::cpu::KernelChoice;
 pub use matmul::{matmul, matmul_with, QMatrix, ROW_CHUNK};
+pub use q8_matvec::{q8_0_matvec, q8_0_matvec_with, q8_0_scratch_bytes};
 pub use types::{dequantize_row, quantize_row, QuantType};
 
 /// Dot product of one weight row (`w`, `ty` layout, `n` elements) with one activation row

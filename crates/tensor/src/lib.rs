@@ -1,6 +1,7 @@
 //! kiln-tensor: CPU feature detection, the worker thread pool and f32/f16 kernels shared by every crate.
 pub mod bytes;
 pub mod cpu;
+pub mod matvec;
 pub mod membench;
 pub mod ops;
 pub mod pool;

@@ -1,0 +1,264 @@
+//! Small f32 matrix-vector kernels for the real-time nets (dense layers, recurrent gates, conv taps).
+//!
+//! Two layouts, because small nets have both shapes: `matvec` reads row-major `[rows][cols]`
+//! (dot per output, good when rows are long) and `matvec_cols` reads column-major
+//! `[cols][rows]` (one axpy per input, good when inputs are few, e.g. a 1→32 gate matrix, where
+//! a dot over 1–8 values never fills a vector). Both accumulate into `y` (`y += W·x`) so a bias
+//! or a second matrix can be added without another pass. The bodies are written for
+//! auto-vectorization and compiled three times (scalar reference, AVX2+FMA, AVX-512+FMA); the
+//! family is chosen by `crate::cpu::kernel_choice()` like the other f32 kernels.
+
+/// Independent accumulators per row in `matvec` (one AVX-512 register, two AVX2 registers).
+const LANES: usize = 16;
+
+/// Rows `matvec` computes together, so each load of `x` serves several rows.
+const ROWS: usize = 4;
+
+#[inline(always)]
+fn fmadd<const FUSED: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if FUSED {
+        a.mul_add(b, c)
+    } else {
+        c + a * b
+    }
+}
+
+/// `y[r] += Σ_i w[r*cols + i] · x[i]`.
+#[inline(always)]
+fn matvec_body<const FUSED: bool>(w: &[f32], cols: usize, x: &[f32], y: &mut [f32]) {
+    let x = &x[..cols];
+    let full = cols - cols % LANES;
+    let mut r = 0;
+    while r + ROWS <= y.len() {
+        let rows: [&[f32]; ROWS] =
+            std::array::from_fn(|k| &w[(r + k) * cols..(r + k + 1) * cols]);
+        let mut acc = [[0.0f32; LANES]; ROWS];
+        let mut i = 0;
+        while i < full {
+            let xs = &x[i..i + LANES];
+            for k in 0..ROWS {
+                let ws = &rows[k][i..i + LANES];
+                for l in 0..LANES {
+                    acc[k][l] = fmadd::<FUSED>(ws[l], xs[l], acc[k][l]);
+                }
+            }
+            i += LANES;
+        }
+        for k in 0..ROWS {
+            let mut s: f32 = acc[k].iter().sum();
+            for j in full..cols {
+                s = fmadd::<FUSED>(rows[k][j], x[j], s);
+            }
+            y[r + k] += s;
+        }
+        r += ROWS;
+    }
+    while r < y.len() {
+        let row = &w[r * cols..(r + 1) * cols];
+        let mut acc = [0.0f32; LANES];
+        let mut i = 0;
+        while i < full {
+            for l in 0..LANES {
+                acc[l] = fmadd::<FUSED>(row[i + l], x[i + l], acc[l]);
+            }
+            i += LANES;
+        }
+        let mut s: f32 = acc.iter().sum();
+        for j in full..cols {
+            s = fmadd::<FUSED>(row[j], x[j], s);
+        }
+        y[r] += s;
+        r += 1;
+    }
+}
+
+/// `y[r] += Σ_i wt[i*stride + r] · x[i]` for `r` in `0..y.len()`.
+#[inline(always)]
+fn matvec_cols_body<const FUSED: bool>(wt: &[f32], stride: usize, x: &[f32], y: &mut [f32]) {
+    let n = y.len();
+    for (i, &xi) in x.iter().enumerate() {
+        let col = &wt[i * stride..i * stride + n];
+        for (o, &v) in y.iter_mut().zip(col) {
+            *o = fmadd::<FUSED>(v, xi, *o);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    #[target_feature(enable = "avx2,fma")]
+    pub fn matvec_avx2(w: &[f32], cols: usize, x: &[f32], y: &mut [f32]) {
+        super::matvec_body::<true>(w, cols, x, y)
+    }
+
+    #[target_feature(enable = "avx512f,fma")]
+    pub fn matvec_avx512(w: &[f32], cols: usize, x: &[f32], y: &mut [f32]) {
+        super::matvec_body::<true>(w, cols, x, y)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub fn matvec_cols_avx2(wt: &[f32], stride: usize, x: &[f32], y: &mut [f32]) {
+        super::matvec_cols_body::<true>(wt, stride, x, y)
+    }
+
+    #[target_feature(enable = "avx512f,fma")]
+    pub fn matvec_cols_avx512(wt: &[f32], stride: usize, x: &[f32], y: &mut [f32]) {
+        super::matvec_cols_body::<true>(wt, stride, x, y)
+    }
+}
+
+/// Runs `$avx512` / `$avx2` when the process-wide family selects it, else `$generic`.
+macro_rules! dispatch {
+    ($generic:expr, $avx2:path, $avx512:path, ($($arg:expr),*)) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            use crate::cpu::KernelChoice::*;
+            match crate::cpu::kernel_choice() {
+                // SAFETY: kernel_choice() only returns families this CPU supports.
+                Avx512 | Avx512Vnni => return unsafe { $avx512($($arg),*) },
+                // SAFETY: as above.
+                Avx2 => return unsafe { $avx2($($arg),*) },
+                Generic => {}
+            }
+        }
+        $generic
+    }};
+}
+
+/// `y += W·x` with `W` row-major `[y.len()][cols]` (`w.len() >= y.len() * cols`,
+/// `x.len() >= cols`). Panics if the shapes do not fit (a caller bug: layers check shapes
+/// when they are built).
+pub fn matvec(w: &[f32], cols: usize, x: &[f32], y: &mut [f32]) {
+    assert!(
+        x.len() >= cols && w.len() >= y.len() * cols,
+        "matvec: shapes do not fit"
+    );
+    dispatch!(
+        matvec_body::<false>(w, cols, x, y),
+        x86::matvec_avx2,
+        x86::matvec_avx512,
+        (w, cols, x, y)
+    )
+}
+
+/// `y += W·x` with `W` stored column-major: input `i`'s column starts at `wt[i*stride]` and
+/// holds `y.len()` values (`stride >= y.len()`; a row sub-range is addressed by offsetting
+/// `wt`). Panics if the shapes do not fit.
+pub fn matvec_cols(wt: &[f32], stride: usize, x: &[f32], y: &mut [f32]) {
+    assert!(
+        stride >= y.len() && (x.is_empty() || wt.len() >= (x.len() - 1) * stride + y.len()),
+        "matvec_cols: shapes do not fit"
+    );
+    dispatch!(
+        matvec_cols_body::<false>(wt, stride, x, y),
+        x86::matvec_cols_avx2,
+        x86::matvec_cols_avx512,
+        (wt, stride, x, y)
+    )
+}
+
+/// The scalar reference of [`matvec`] (tests and benches compare against it).
+pub fn matvec_ref(w: &[f32], cols: usize, x: &[f32], y: &mut [f32]) {
+    for (r, o) in y.iter_mut().enumerate() {
+        let mut s = 0.0f32;
+        for i in 0..cols {
+            s += w[r * cols + i] * x[i];
+        }
+        *o += s;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic values in [-1, 1) from a 64-bit LCG.
+    fn seeded(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    fn variants() -> Vec<(&'static str, fn(&[f32], usize, &[f32], &mut [f32]))> {
+        let mut v: Vec<(&'static str, fn(&[f32], usize, &[f32], &mut [f32]))> = vec![
+            ("dispatched", matvec),
+            ("generic", matvec_body::<false>),
+        ];
+        #[cfg(target_arch = "x86_64")]
+        {
+            let f = crate::cpu::features();
+            if f.avx2 && f.fma {
+                v.push(("avx2", |w, c, x, y| {
+                    // SAFETY: features checked before this variant is listed.
+                    unsafe { x86::matvec_avx2(w, c, x, y) }
+                }));
+            }
+            if f.avx512f && f.fma {
+                v.push(("avx512", |w, c, x, y| {
+                    // SAFETY: features checked before this variant is listed.
+                    unsafe { x86::matvec_avx512(w, c, x, y) }
+                }));
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn matvec_variants_match_reference_on_edge_shapes() {
+        for rows in [0, 1, 3, 4, 5, 17, 32] {
+            for cols in [0, 1, 8, 15, 16, 17, 33, 64] {
+                let w = seeded(rows * cols, (rows * 100 + cols) as u64);
+                let x = seeded(cols, 7);
+                let y0 = seeded(rows, 9);
+                let mut want = y0.clone();
+                matvec_ref(&w, cols, &x, &mut want);
+                for (name, f) in variants() {
+                    let mut y = y0.clone();
+                    f(&w, cols, &x, &mut y);
+                    for r in 0..rows {
+                        assert!(
+                            (y[r] - want[r]).abs() <= 1e-5 * (1.0 + want[r].abs()),
+                            "{name} rows={rows} cols={cols} r={r}: {} vs {}",
+                            y[r],
+                            want[r]
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn matvec_cols_matches_row_major_reference() {
+        for rows in [1, 7, 8, 16, 33] {
+            for cols in [0, 1, 2, 8, 9] {
+                let w = seeded(rows * cols, (rows + 31 * cols) as u64);
+                // Column-major copy inside a wider stride, offset by 2, to exercise sub-ranges.
+                let stride = rows + 3;
+                let mut wt = vec![0.0f32; cols * stride + 2];
+                for r in 0..rows {
+                    for i in 0..cols {
+                        wt[2 + i * stride + r] = w[r * cols + i];
+                    }
+                }
+                let x = seeded(cols, 3);
+                let mut want = vec![0.5f32; rows];
+                matvec_ref(&w, cols, &x, &mut want);
+                let mut got = vec![0.5f32; rows];
+                matvec_cols(&wt[2..], stride, &x, &mut got);
+                let mut generic = vec![0.5f32; rows];
+                matvec_cols_body::<false>(&wt[2..], stride, &x, &mut generic);
+                for r in 0..rows {
+                    assert!((got[r] - want[r]).abs() <= 1e-5, "rows={rows} cols={cols}");
+                    assert!((generic[r] - want[r]).abs() <= 1e-5);
+                }
+            }
+        }
+    }
+}
