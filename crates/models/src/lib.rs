@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod llama;
+pub mod rtnet;
 pub mod tiny;
 pub mod weights;
 

@@ -31,9 +31,9 @@ pub mod q4_1;
 pub mod q4_k;
 pub mod q6_k;
 pub mod q8_0;
-mod q8_matvec;
 pub mod q8_1;
 pub mod q8_k;
+mod q8_matvec;
 mod types;
 #[cfg(target_arch = "x86_64")]
 mod x86;

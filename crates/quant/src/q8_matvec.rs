@@ -118,8 +118,7 @@ mod tests {
                 let x = seeded(cols, 5);
                 let mut xq = vec![0u8; q8_0_scratch_bytes(cols)];
                 let mut want = vec![0.0; rows];
-                q8_0_matvec_with(KernelChoice::Generic, &w, cols, &x, &mut xq, &mut want)
-                    .unwrap();
+                q8_0_matvec_with(KernelChoice::Generic, &w, cols, &x, &mut xq, &mut want).unwrap();
                 for r in 0..rows {
                     let exact: f32 = (0..cols).map(|i| wf[r * cols + i] * x[i]).sum();
                     // Two 8-bit roundings: error well under 2% of the row's magnitude.

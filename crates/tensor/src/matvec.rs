@@ -30,8 +30,7 @@ fn matvec_body<const FUSED: bool>(w: &[f32], cols: usize, x: &[f32], y: &mut [f3
     let full = cols - cols % LANES;
     let mut r = 0;
     while r + ROWS <= y.len() {
-        let rows: [&[f32]; ROWS] =
-            std::array::from_fn(|k| &w[(r + k) * cols..(r + k + 1) * cols]);
+        let rows: [&[f32]; ROWS] = std::array::from_fn(|k| &w[(r + k) * cols..(r + k + 1) * cols]);
         let mut acc = [[0.0f32; LANES]; ROWS];
         let mut i = 0;
         while i < full {
@@ -185,11 +184,11 @@ mod tests {
             .collect()
     }
 
-    fn variants() -> Vec<(&'static str, fn(&[f32], usize, &[f32], &mut [f32]))> {
-        let mut v: Vec<(&'static str, fn(&[f32], usize, &[f32], &mut [f32]))> = vec![
-            ("dispatched", matvec),
-            ("generic", matvec_body::<false>),
-        ];
+    type Kernel = fn(&[f32], usize, &[f32], &mut [f32]);
+
+    fn variants() -> Vec<(&'static str, Kernel)> {
+        let mut v: Vec<(&'static str, Kernel)> =
+            vec![("dispatched", matvec), ("generic", matvec_body::<false>)];
         #[cfg(target_arch = "x86_64")]
         {
             let f = crate::cpu::features();
