@@ -1,4 +1,5 @@
 //! kiln-tensor: CPU feature detection, the worker thread pool and f32/f16 kernels shared by every crate.
+pub mod alloc_count;
 pub mod bytes;
 pub mod cpu;
 pub mod matvec;

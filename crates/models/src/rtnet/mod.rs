@@ -82,6 +82,9 @@ impl RtNet {
             cur = l.out_size();
         }
         let width = layers.iter().map(|l| l.out_size()).max().unwrap_or(0);
+        // The kernel family is chosen once per process, reading KILN_KERNELS (which
+        // allocates); do it now so the first forward pass does not.
+        let _ = kiln_tensor::cpu::kernel_choice();
         Ok(RtNet {
             layers,
             in_size,
