@@ -15,6 +15,7 @@ ALLOWED = {
     "kiln-nn": {"kiln-tensor", "kiln-quant", "kiln-kvcache"},
     "kiln-models": {"kiln-nn", "kiln-gguf", "kiln-quant", "kiln-tensor", "kiln-kvcache"},
     "kiln-engine": {"kiln-models", "kiln-kvcache", "kiln-sampler", "kiln-tokenizer", "kiln-gguf", "kiln-tensor", "kiln-quant"},
+    "kiln-audio": {"kiln-tensor", "kiln-models"},
     "kiln-cli": None,  # the binary may use every crate
 }
 

@@ -62,6 +62,8 @@ pub struct RtNet {
     /// Two halves of `width` values: layer `i` writes half `i % 2`.
     bufs: Vec<f32>,
     width: usize,
+    /// Whether the last output frame is in the first half of `bufs`.
+    out_in_a: bool,
 }
 
 impl RtNet {
@@ -90,6 +92,7 @@ impl RtNet {
             in_size,
             bufs: vec![0.0; 2 * width],
             width,
+            out_in_a: true,
         })
     }
 
@@ -167,11 +170,17 @@ impl RtNet {
                 last_in_a = true;
             }
         }
+        self.out_in_a = last_in_a;
+        self.output()
+    }
+
+    /// The output frame of the last `forward` (zeros before the first).
+    pub fn output(&self) -> &[f32] {
         let n = self.out_size();
-        if last_in_a {
+        if self.out_in_a {
             &self.bufs[..n]
         } else {
-            &self.bufs[w..w + n]
+            &self.bufs[self.width..self.width + n]
         }
     }
 
