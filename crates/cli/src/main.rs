@@ -8,6 +8,8 @@ mod compare;
 mod inspect;
 mod perplexity;
 mod pull;
+mod rt_bench;
+mod rt_run;
 mod run;
 mod tokenize;
 
@@ -43,6 +45,10 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Compare benchmark JSON files (kiln bench, llama-bench -o json) side by side.
     Compare(compare::CompareArgs),
+    /// Run a real-time audio net (RTNeural JSON or rtnet GGUF) over the frames of a CSV.
+    RtRun(rt_run::RtRunArgs),
+    /// Latency, throughput and memory of a chain of real-time audio nets.
+    RtBench(rt_bench::RtBenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +62,8 @@ fn main() -> ExitCode {
         Command::Inspect(a) => inspect::main(a),
         Command::Bench(a) => bench::main(a),
         Command::Compare(a) => compare::main(a),
+        Command::RtRun(a) => rt_run::main(a),
+        Command::RtBench(a) => rt_bench::main(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
