@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 #[derive(Args)]
 pub struct RtBenchArgs {
     /// Directory of models (`.json` or `.gguf`), run as a chain in file-name order.
-    #[arg(long, required_unless_present = "write_example")]
+    #[arg(long, required_unless_present_any = ["write_example", "layer"])]
     pub models: Option<PathBuf>,
     /// Frames to time.
     #[arg(long, default_value_t = 1000)]
@@ -39,11 +39,27 @@ pub struct RtBenchArgs {
     /// Seed of the example weights.
     #[arg(long, default_value_t = EXAMPLE_SEED)]
     pub seed: u64,
+    /// Benchmark one layer with random weights instead (RTNeural's `layer_bench`): dense,
+    /// lstm, gru or conv1d (kernel in-size − 1), one sample per forward at 48 kHz.
+    #[arg(long, value_name = "TYPE")]
+    pub layer: Option<String>,
+    /// Input size of `--layer`.
+    #[arg(long, default_value_t = 8)]
+    pub in_size: usize,
+    /// Output size of `--layer`.
+    #[arg(long, default_value_t = 8)]
+    pub out_size: usize,
+    /// Seconds of 48 kHz signal `--layer` processes.
+    #[arg(long, default_value_t = 1.0)]
+    pub seconds: f64,
 }
 
 pub fn main(args: RtBenchArgs) -> Result<()> {
     if let Some(dir) = &args.write_example {
         return write_example(dir, args.seed, args.int8);
+    }
+    if let Some(kind) = &args.layer {
+        return layer_bench(&args, kind);
     }
     let Some(dir) = &args.models else {
         bail!("--models DIR is required");
@@ -264,6 +280,59 @@ fn write_example(dir: &Path, seed: u64, int8: bool) -> Result<()> {
             EXAMPLE_PIPELINE[i].params,
             net.memory_bytes()
         );
+    }
+    Ok(())
+}
+
+/// Times `forward` of one layer over `seconds` of 48 kHz samples, as RTNeural's layer bench
+/// does (same signal shape: uniform values in [-1, 1)), best of three runs.
+fn layer_bench(args: &RtBenchArgs, kind: &str) -> Result<()> {
+    if !(args.seconds > 0.0 && args.seconds <= 600.0) {
+        bail!("--seconds must be in (0, 600]");
+    }
+    let mut net =
+        kiln_models::rtnet::example::single_layer(kind, args.in_size, args.out_size, args.seed)?;
+    if args.int8 {
+        net = net.to_q8_0();
+    }
+    let n = (48_000.0 * args.seconds) as usize;
+    let mut s = args.seed | 1;
+    let signal: Vec<f32> = (0..n * args.in_size)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect();
+    let mut best = f64::INFINITY;
+    let mut sink = 0.0f32;
+    for _ in 0..3 {
+        net.reset();
+        let t0 = Instant::now();
+        for x in signal.chunks_exact(args.in_size) {
+            sink += net.forward(x)[0];
+        }
+        best = best.min(t0.elapsed().as_secs_f64());
+    }
+    let ns = best * 1e9 / n as f64;
+    println!(
+        "{kind} {}->{} ({}): {:.3} s of signal in {:.4} s, {:.1}x real-time, {:.1} ns/sample (checksum {sink:.3})",
+        args.in_size,
+        args.out_size,
+        weight_kind(&net),
+        args.seconds,
+        best,
+        args.seconds / best,
+        ns
+    );
+    if let Some(out) = &args.output {
+        let v = json!({
+            "layer": kind, "in_size": args.in_size, "out_size": args.out_size, "weights": weight_kind(&net),
+            "seconds": args.seconds, "duration_s": best, "realtime_factor": args.seconds / best, "ns_per_sample": ns,
+            "kernels": kiln_tensor::cpu::kernel_choice().name(),
+        });
+        write_atomic(out, (serde_json::to_string_pretty(&v)? + "\n").as_bytes())?;
     }
     Ok(())
 }

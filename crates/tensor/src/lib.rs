@@ -6,6 +6,7 @@ pub mod matvec;
 pub mod membench;
 pub mod ops;
 pub mod pool;
+pub mod rnn_cell;
 
 pub use bytes::{ByteSource, SharedBytes};
 pub use cpu::{features, CpuFeatures, KernelChoice};

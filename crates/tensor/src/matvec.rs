@@ -23,51 +23,61 @@ fn fmadd<const FUSED: bool>(a: f32, b: f32, c: f32) -> f32 {
     }
 }
 
-/// `y[r] += Σ_i w[r*cols + i] · x[i]`.
+/// `y[r] += Σ_i w[r*cols + i] · x[i]`. Four rows share each load of `x`; `chunks_exact`
+/// gives the compiler fixed-size slices, so the inner loop has no bounds checks and becomes
+/// straight vector FMAs.
 #[inline(always)]
 fn matvec_body<const FUSED: bool>(w: &[f32], cols: usize, x: &[f32], y: &mut [f32]) {
     let x = &x[..cols];
     let full = cols - cols % LANES;
-    let mut r = 0;
-    while r + ROWS <= y.len() {
-        let rows: [&[f32]; ROWS] = std::array::from_fn(|k| &w[(r + k) * cols..(r + k + 1) * cols]);
-        let mut acc = [[0.0f32; LANES]; ROWS];
-        let mut i = 0;
-        while i < full {
-            let xs = &x[i..i + LANES];
-            for k in 0..ROWS {
-                let ws = &rows[k][i..i + LANES];
-                for l in 0..LANES {
-                    acc[k][l] = fmadd::<FUSED>(ws[l], xs[l], acc[k][l]);
-                }
-            }
-            i += LANES;
+    let tail = |row: &[f32], mut s: f32| {
+        for (a, b) in row[full..].iter().zip(&x[full..]) {
+            s = fmadd::<FUSED>(*a, *b, s);
         }
-        for k in 0..ROWS {
-            let mut s: f32 = acc[k].iter().sum();
-            for j in full..cols {
-                s = fmadd::<FUSED>(rows[k][j], x[j], s);
-            }
-            y[r + k] += s;
-        }
-        r += ROWS;
-    }
-    while r < y.len() {
-        let row = &w[r * cols..(r + 1) * cols];
-        let mut acc = [0.0f32; LANES];
-        let mut i = 0;
-        while i < full {
+        s
+    };
+    let done = y.len() - y.len() % ROWS;
+    let mut blocks = y.chunks_exact_mut(ROWS);
+    for (bi, out) in (&mut blocks).enumerate() {
+        let base = bi * ROWS * cols;
+        let w0 = &w[base..base + cols];
+        let w1 = &w[base + cols..base + 2 * cols];
+        let w2 = &w[base + 2 * cols..base + 3 * cols];
+        let w3 = &w[base + 3 * cols..base + 4 * cols];
+        let (mut a0, mut a1, mut a2, mut a3) = (
+            [0.0f32; LANES],
+            [0.0f32; LANES],
+            [0.0f32; LANES],
+            [0.0f32; LANES],
+        );
+        for ((((xs, c0), c1), c2), c3) in x
+            .chunks_exact(LANES)
+            .zip(w0.chunks_exact(LANES))
+            .zip(w1.chunks_exact(LANES))
+            .zip(w2.chunks_exact(LANES))
+            .zip(w3.chunks_exact(LANES))
+        {
             for l in 0..LANES {
-                acc[l] = fmadd::<FUSED>(row[i + l], x[i + l], acc[l]);
+                a0[l] = fmadd::<FUSED>(c0[l], xs[l], a0[l]);
+                a1[l] = fmadd::<FUSED>(c1[l], xs[l], a1[l]);
+                a2[l] = fmadd::<FUSED>(c2[l], xs[l], a2[l]);
+                a3[l] = fmadd::<FUSED>(c3[l], xs[l], a3[l]);
             }
-            i += LANES;
         }
-        let mut s: f32 = acc.iter().sum();
-        for j in full..cols {
-            s = fmadd::<FUSED>(row[j], x[j], s);
+        out[0] += tail(w0, a0.iter().sum());
+        out[1] += tail(w1, a1.iter().sum());
+        out[2] += tail(w2, a2.iter().sum());
+        out[3] += tail(w3, a3.iter().sum());
+    }
+    for (k, o) in blocks.into_remainder().iter_mut().enumerate() {
+        let row = &w[(done + k) * cols..(done + k + 1) * cols];
+        let mut acc = [0.0f32; LANES];
+        for (xs, ws) in x.chunks_exact(LANES).zip(row.chunks_exact(LANES)) {
+            for l in 0..LANES {
+                acc[l] = fmadd::<FUSED>(ws[l], xs[l], acc[l]);
+            }
         }
-        y[r] += s;
-        r += 1;
+        *o += tail(row, acc.iter().sum());
     }
 }
 

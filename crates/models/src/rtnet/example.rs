@@ -172,6 +172,62 @@ pub fn pipeline(seed: u64) -> Result<Vec<(&'static str, RtNet)>, RtNetError> {
         .collect()
 }
 
+/// A net of one layer with random weights, for layer benchmarks with RTNeural's sizes:
+/// `kind` is `dense`, `lstm`, `gru` or `conv1d` (kernel `in_size − 1`, dilation 1, as
+/// RTNeural's `layer_bench` builds it).
+pub fn single_layer(
+    kind: &str,
+    in_size: usize,
+    out_size: usize,
+    seed: u64,
+) -> Result<RtNet, RtNetError> {
+    let err = |e: RtError| RtNetError::Format(format!("{kind}: {e}"));
+    let mut r = Rng(seed);
+    let (i, o) = (in_size, out_size);
+    let layer = match kind {
+        "dense" => {
+            RtLayer::Dense(Dense::new(r.matrix(o, i).map_err(err)?, r.vec(o, 0.1)).map_err(err)?)
+        }
+        "lstm" => RtLayer::Lstm(
+            Lstm::new(
+                r.matrix(4 * o, i).map_err(err)?,
+                r.matrix(4 * o, o).map_err(err)?,
+                r.vec(4 * o, 0.1),
+            )
+            .map_err(err)?,
+        ),
+        "gru" => RtLayer::Gru(
+            Gru::new(
+                r.matrix(3 * o, i).map_err(err)?,
+                r.matrix(3 * o, o).map_err(err)?,
+                r.vec(3 * o, 0.1),
+                r.vec(3 * o, 0.1),
+            )
+            .map_err(err)?,
+        ),
+        "conv1d" => {
+            let k = i.saturating_sub(1).max(1);
+            let cfg = Conv1dConfig {
+                in_ch: i,
+                out_ch: o,
+                kernel: k,
+                dilation: 1,
+                groups: 1,
+                stride: 1,
+            };
+            RtLayer::Conv1d(
+                Conv1d::new(cfg, r.matrix(o, k * i).map_err(err)?, r.vec(o, 0.1)).map_err(err)?,
+            )
+        }
+        other => {
+            return Err(RtNetError::Format(format!(
+                "unknown layer type {other:?} (dense, lstm, gru, conv1d)"
+            )))
+        }
+    };
+    RtNet::new(in_size, vec![layer])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,5 +249,14 @@ mod tests {
         let again = pipeline(EXAMPLE_SEED).unwrap();
         let a = p[4].1.layers()[0].matrices()[0].1.to_rows();
         assert_eq!(a, again[4].1.layers()[0].matrices()[0].1.to_rows());
+    }
+
+    #[test]
+    fn single_layers_have_the_asked_sizes() {
+        for kind in ["dense", "lstm", "gru", "conv1d"] {
+            let net = single_layer(kind, 8, 16, 1).unwrap();
+            assert_eq!((net.in_size(), net.out_size()), (8, 16), "{kind}");
+        }
+        assert!(single_layer("attention", 8, 8, 1).is_err());
     }
 }

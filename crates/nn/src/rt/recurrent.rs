@@ -1,8 +1,8 @@
 //! Streaming recurrent cells: LSTM (gates i, f, g, o; one summed bias) and GRU (gates z, r, n;
 //! `reset_after` form with separate input and recurrent biases, as Keras and PyTorch use).
 
-use super::elementwise::sigmoid;
 use super::{check_len, RtError, RtMatrix};
+use kiln_tensor::rnn_cell::{gru_update, lstm_update};
 
 fn check_gates(
     what: &str,
@@ -76,20 +76,12 @@ impl Lstm {
         self.c.fill(0.0);
     }
     pub fn forward(&mut self, x: &[f32], y: &mut [f32]) {
-        let u = self.units;
         self.w_ih.matvec(x, &mut self.gates);
         self.w_hh.matvec(&self.h, &mut self.rec);
         for ((g, &r), &b) in self.gates.iter_mut().zip(&self.rec).zip(&self.b) {
             *g += r + b;
         }
-        let (i, rest) = self.gates.split_at_mut(u);
-        let (f, rest) = rest.split_at_mut(u);
-        let (g, o) = rest.split_at_mut(u);
-        for k in 0..u {
-            let c = sigmoid(f[k]) * self.c[k] + sigmoid(i[k]) * g[k].tanh();
-            self.c[k] = c;
-            self.h[k] = sigmoid(o[k]) * c.tanh();
-        }
+        lstm_update(&self.gates, &mut self.c, &mut self.h);
         y.copy_from_slice(&self.h);
     }
     pub fn memory_bytes(&self) -> usize {
@@ -161,16 +153,15 @@ impl Gru {
         self.h.fill(0.0);
     }
     pub fn forward(&mut self, x: &[f32], y: &mut [f32]) {
-        let u = self.units;
         self.w_ih.matvec(x, &mut self.gi);
         self.w_hh.matvec(&self.h, &mut self.gh);
-        for k in 0..u {
-            let z = sigmoid(self.gi[k] + self.b_ih[k] + self.gh[k] + self.b_hh[k]);
-            let (a, b) = (u + k, 2 * u + k);
-            let r = sigmoid(self.gi[a] + self.b_ih[a] + self.gh[a] + self.b_hh[a]);
-            let n = (self.gi[b] + self.b_ih[b] + r * (self.gh[b] + self.b_hh[b])).tanh();
-            self.h[k] = (1.0 - z) * n + z * self.h[k];
+        for (g, &b) in self.gi.iter_mut().zip(&self.b_ih) {
+            *g += b;
         }
+        for (g, &b) in self.gh.iter_mut().zip(&self.b_hh) {
+            *g += b;
+        }
+        gru_update(&self.gi, &self.gh, &mut self.h);
         y.copy_from_slice(&self.h);
     }
     pub fn memory_bytes(&self) -> usize {
