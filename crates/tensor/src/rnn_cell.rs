@@ -11,8 +11,12 @@ fn exp_fast(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
+    // 1.5 · 2^23: adding it leaves round-to-even(x·log2e) in the low mantissa bits, so n and
+    // 2^n come from bit operations alone (float→int casts would stop vectorization).
+    const MAGIC: f32 = 12_582_912.0;
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2E).round();
+    let t = x * LOG2E + MAGIC;
+    let n = t - MAGIC;
     let r = x - n * LN2_HI - n * LN2_LO;
     let p = 1.987_569_1e-4f32;
     let p = p * r + 1.398_199_9e-3;
@@ -21,8 +25,9 @@ fn exp_fast(x: f32) -> f32 {
     let p = p * r + 1.666_666_5e-1;
     let p = p * r + 0.5;
     let e = p * r * r + r + 1.0;
-    // 2^n through the exponent bits; n is in [-126, 127] after the clamp.
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // n is in [-126, 127] after the clamp; its bits sit in t's low mantissa.
+    let ni = t.to_bits().wrapping_sub(MAGIC.to_bits());
+    let scale = f32::from_bits(ni.wrapping_add(127) << 23);
     e * scale
 }
 
@@ -70,19 +75,46 @@ impl Math for Fast {
     }
 }
 
+/// Values per unrolled step: fixed-size inner loops are what the vectorizer handles reliably.
+const W: usize = 16;
+
+#[inline(always)]
+fn lstm_one<M: Math>(i: f32, f: f32, g: f32, o: f32, c: &mut f32, h: &mut f32) {
+    let cn = M::sigmoid(f) * *c + M::sigmoid(i) * M::tanh(g);
+    *c = cn;
+    *h = M::sigmoid(o) * M::tanh(cn);
+}
+
 /// LSTM update: `gates` holds the pre-activations `[i | f | g | o]` (`4u` values, biases
 /// included); `c' = σ(f)·c + σ(i)·tanh(g)`, `h' = σ(o)·tanh(c')`.
 #[inline(always)]
 fn lstm_body<M: Math>(gates: &[f32], c: &mut [f32], h: &mut [f32]) {
-    let u = c.len();
+    let u = c.len().min(h.len());
+    if gates.len() < 4 * u {
+        return;
+    }
     let (i, rest) = gates.split_at(u);
     let (f, rest) = rest.split_at(u);
     let (g, o) = rest.split_at(u);
-    for k in 0..u.min(h.len()).min(o.len()) {
-        let cn = M::sigmoid(f[k]) * c[k] + M::sigmoid(i[k]) * M::tanh(g[k]);
-        c[k] = cn;
-        h[k] = M::sigmoid(o[k]) * M::tanh(cn);
+    let full = u - u % W;
+    for k in (0..full).step_by(W) {
+        let (i, f, g, o) = (&i[k..k + W], &f[k..k + W], &g[k..k + W], &o[k..k + W]);
+        let (cs, hs) = (&mut c[k..k + W], &mut h[k..k + W]);
+        for l in 0..W {
+            lstm_one::<M>(i[l], f[l], g[l], o[l], &mut cs[l], &mut hs[l]);
+        }
     }
+    for k in full..u {
+        lstm_one::<M>(i[k], f[k], g[k], o[k], &mut c[k], &mut h[k]);
+    }
+}
+
+#[inline(always)]
+fn gru_one<M: Math>(z: f32, r: f32, n: [f32; 2], h: &mut f32) {
+    let z = M::sigmoid(z);
+    let r = M::sigmoid(r);
+    let n = M::tanh(n[0] + r * n[1]);
+    *h = (1.0 - z) * n + z * *h;
 }
 
 /// GRU update (`reset_after`): `gi = W_i·x + b_i`, `gh = W_h·h + b_h`, blocks `[z | r | n]`;
@@ -93,11 +125,21 @@ fn gru_body<M: Math>(gi: &[f32], gh: &[f32], h: &mut [f32]) {
     if gi.len() < 3 * u || gh.len() < 3 * u {
         return;
     }
-    for k in 0..u {
-        let z = M::sigmoid(gi[k] + gh[k]);
-        let r = M::sigmoid(gi[u + k] + gh[u + k]);
-        let n = M::tanh(gi[2 * u + k] + r * gh[2 * u + k]);
-        h[k] = (1.0 - z) * n + z * h[k];
+    let (iz, rest) = gi.split_at(u);
+    let (ir, inn) = rest.split_at(u);
+    let (hz, rest) = gh.split_at(u);
+    let (hr, hn) = rest.split_at(u);
+    let full = u - u % W;
+    for k in (0..full).step_by(W) {
+        let hs = &mut h[k..k + W];
+        let (iz, hz, ir, hr) = (&iz[k..k + W], &hz[k..k + W], &ir[k..k + W], &hr[k..k + W]);
+        let (inn, hn) = (&inn[k..k + W], &hn[k..k + W]);
+        for l in 0..W {
+            gru_one::<M>(iz[l] + hz[l], ir[l] + hr[l], [inn[l], hn[l]], &mut hs[l]);
+        }
+    }
+    for k in full..u {
+        gru_one::<M>(iz[k] + hz[k], ir[k] + hr[k], [inn[k], hn[k]], &mut h[k]);
     }
 }
 
