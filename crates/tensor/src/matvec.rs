@@ -14,6 +14,19 @@ const LANES: usize = 16;
 /// Rows `matvec` computes together, so each load of `x` serves several rows.
 const ROWS: usize = 4;
 
+/// Sums the lanes pairwise (log-depth, vectorizable) instead of one long dependent chain.
+#[inline(always)]
+fn hsum(mut a: [f32; LANES]) -> f32 {
+    let mut w = LANES / 2;
+    while w > 0 {
+        for l in 0..w {
+            a[l] += a[l + w];
+        }
+        w /= 2;
+    }
+    a[0]
+}
+
 #[inline(always)]
 fn fmadd<const FUSED: bool>(a: f32, b: f32, c: f32) -> f32 {
     if FUSED {
@@ -64,10 +77,10 @@ fn matvec_body<const FUSED: bool>(w: &[f32], cols: usize, x: &[f32], y: &mut [f3
                 a3[l] = fmadd::<FUSED>(c3[l], xs[l], a3[l]);
             }
         }
-        out[0] += tail(w0, a0.iter().sum());
-        out[1] += tail(w1, a1.iter().sum());
-        out[2] += tail(w2, a2.iter().sum());
-        out[3] += tail(w3, a3.iter().sum());
+        out[0] += tail(w0, hsum(a0));
+        out[1] += tail(w1, hsum(a1));
+        out[2] += tail(w2, hsum(a2));
+        out[3] += tail(w3, hsum(a3));
     }
     for (k, o) in blocks.into_remainder().iter_mut().enumerate() {
         let row = &w[(done + k) * cols..(done + k + 1) * cols];
@@ -77,7 +90,7 @@ fn matvec_body<const FUSED: bool>(w: &[f32], cols: usize, x: &[f32], y: &mut [f3
                 acc[l] = fmadd::<FUSED>(ws[l], xs[l], acc[l]);
             }
         }
-        *o += tail(row, acc.iter().sum());
+        *o += tail(row, hsum(acc));
     }
 }
 

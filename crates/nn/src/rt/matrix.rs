@@ -17,8 +17,9 @@ enum Store {
     Q8_0 { data: Vec<u8>, xq: Vec<u8> },
 }
 
-/// Below this many inputs a matrix is stored column-major.
-const NARROW: usize = 16;
+/// Up to this many inputs a matrix is stored column-major: an axpy per input then costs no
+/// horizontal sums, which dominate row dots this short (LSTM 16→16: 4x faster).
+const NARROW: usize = 32;
 
 /// A `rows × cols` weight matrix (`y = W·x`, logical layout `[out][in]`).
 #[derive(Debug, Clone)]
@@ -37,7 +38,7 @@ impl RtMatrix {
                 format!("{} weights for a {rows}x{cols} matrix", w.len()),
             ));
         }
-        let store = if cols < NARROW {
+        let store = if cols <= NARROW {
             let mut t = vec![0.0; w.len()];
             for r in 0..rows {
                 for i in 0..cols {
