@@ -94,14 +94,30 @@ fn matvec_body<const FUSED: bool>(w: &[f32], cols: usize, x: &[f32], y: &mut [f3
     }
 }
 
-/// `y[r] += Σ_i wt[i*stride + r] · x[i]` for `r` in `0..y.len()`.
+/// Outputs `matvec_cols` keeps in registers at once (one AVX2 register).
+const COL_LANES: usize = 8;
+
+/// `y[r] += Σ_i wt[i*stride + r] · x[i]` for `r` in `0..y.len()`: for each group of eight
+/// outputs, every input's column slice is accumulated in registers, so `y` is read and
+/// written once and even eight outputs fill a vector.
 #[inline(always)]
 fn matvec_cols_body<const FUSED: bool>(wt: &[f32], stride: usize, x: &[f32], y: &mut [f32]) {
-    let n = y.len();
-    for (i, &xi) in x.iter().enumerate() {
-        let col = &wt[i * stride..i * stride + n];
-        for (o, &v) in y.iter_mut().zip(col) {
-            *o = fmadd::<FUSED>(v, xi, *o);
+    let full = y.len() - y.len() % COL_LANES;
+    let (head, tail) = y.split_at_mut(full);
+    for (c, yc) in head.chunks_exact_mut(COL_LANES).enumerate() {
+        let mut acc = [0.0f32; COL_LANES];
+        acc.copy_from_slice(yc);
+        for (i, &xi) in x.iter().enumerate() {
+            let w = &wt[i * stride + c * COL_LANES..][..COL_LANES];
+            for l in 0..COL_LANES {
+                acc[l] = fmadd::<FUSED>(w[l], xi, acc[l]);
+            }
+        }
+        yc.copy_from_slice(&acc);
+    }
+    for (r, o) in tail.iter_mut().enumerate() {
+        for (i, &xi) in x.iter().enumerate() {
+            *o = fmadd::<FUSED>(wt[i * stride + full + r], xi, *o);
         }
     }
 }
