@@ -16,6 +16,7 @@ ALLOWED = {
     "kiln-models": {"kiln-nn", "kiln-gguf", "kiln-quant", "kiln-tensor", "kiln-kvcache"},
     "kiln-engine": {"kiln-models", "kiln-kvcache", "kiln-sampler", "kiln-tokenizer", "kiln-gguf", "kiln-tensor", "kiln-quant"},
     "kiln-server": {"kiln-engine"},
+    "kiln-audio": {"kiln-tensor", "kiln-models"},
     "kiln-cli": None,  # the binary may use every crate
 }
 

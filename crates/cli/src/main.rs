@@ -10,6 +10,8 @@ mod inspect;
 mod perplexity;
 mod pull;
 mod quantize;
+mod rt_bench;
+mod rt_run;
 mod run;
 mod serve;
 mod tokenize;
@@ -52,6 +54,10 @@ enum Command {
     Calibrate(calibrate::CalibrateArgs),
     /// Compare benchmark JSON files (kiln bench, llama-bench -o json) side by side.
     Compare(compare::CompareArgs),
+    /// Run a real-time audio net (RTNeural JSON or rtnet GGUF) over the frames of a CSV.
+    RtRun(rt_run::RtRunArgs),
+    /// Latency, throughput and memory of a chain of real-time audio nets.
+    RtBench(rt_bench::RtBenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -68,6 +74,8 @@ fn main() -> ExitCode {
         Command::Compare(a) => compare::main(a),
         Command::Quantize(a) => quantize::main(a),
         Command::Calibrate(a) => calibrate::main(a),
+        Command::RtRun(a) => rt_run::main(a),
+        Command::RtBench(a) => rt_bench::main(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -293,3 +293,117 @@ fn chat_keeps_the_kv_cache_between_turns() {
         timings[1]
     );
 }
+
+fn rtneural(path: &str) -> String {
+    format!(
+        "{}/../../../shared/conformance/rtneural/{path}",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+#[test]
+fn rt_run_reproduces_a_reference_and_rejects_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("y.csv");
+    let o = kiln(&[
+        "rt-run",
+        "--model",
+        &rtneural("models/lstm.json"),
+        "--input",
+        &rtneural("test_data/lstm_x_python.csv"),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let got = std::fs::read_to_string(&out).unwrap();
+    let want = std::fs::read_to_string(rtneural("test_data/lstm_y_python.csv")).unwrap();
+    let (g, w): (Vec<f32>, Vec<f32>) = (
+        got.lines().map(|l| l.parse().unwrap()).collect(),
+        want.lines().map(|l| l.parse().unwrap()).collect(),
+    );
+    assert_eq!(g.len(), w.len());
+    for (a, b) in g.iter().zip(&w) {
+        assert!((a - b).abs() <= 1e-6, "{a} vs {b}");
+    }
+
+    // A row of the wrong width: clean error, no output file.
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(&bad, "0.1\n0.2,0.3\n").unwrap();
+    let out2 = dir.path().join("y2.csv");
+    let o = kiln(&[
+        "rt-run",
+        "--model",
+        &rtneural("models/lstm.json"),
+        "--input",
+        bad.to_str().unwrap(),
+        "--output",
+        out2.to_str().unwrap(),
+    ]);
+    assert_clean_failure(&o, "row 2 has 2 values");
+    assert!(!out2.exists());
+    std::fs::write(&bad, "0.1\nabc\n").unwrap();
+    let o = kiln(&[
+        "rt-run",
+        "--model",
+        &rtneural("models/lstm.json"),
+        "--input",
+        bad.to_str().unwrap(),
+    ]);
+    assert_clean_failure(&o, "line 2, column 1");
+    let o = kiln(&[
+        "rt-run",
+        "--model",
+        &rtneural("models/bad_lstm.json"),
+        "--input",
+        &rtneural("test_data/lstm_x_python.csv"),
+    ]);
+    assert_clean_failure(&o, "layer 0 (lstm)");
+}
+
+#[test]
+fn rt_bench_writes_the_example_and_reports_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = dir.path().join("models");
+    let o = kiln(&[
+        "rt-bench",
+        "--write-example",
+        models.to_str().unwrap(),
+        "--int8",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let json_path = dir.path().join("bench.json");
+    let o = kiln(&[
+        "rt-bench",
+        "--models",
+        models.to_str().unwrap(),
+        "--iterations",
+        "20",
+        "--warmup",
+        "2",
+        "--period-us",
+        "200",
+        "--output",
+        json_path.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    assert_eq!(v["pipeline"]["params"], 1_016_880);
+    let models = v["models"].as_array().unwrap();
+    assert_eq!(models.len(), 5);
+    for m in models.iter().chain([&v["pipeline"]]) {
+        for k in ["p50_us", "p99_us", "max_us", "memory_bytes"] {
+            assert!(m[k].as_f64().is_some(), "{k} missing in {m}");
+        }
+    }
+    let rt = &v["realtime"];
+    assert_eq!(
+        rt["frames_pushed"].as_u64().unwrap() + rt["frames_dropped"].as_u64().unwrap(),
+        20
+    );
+
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let o = kiln(&["rt-bench", "--models", empty.to_str().unwrap()]);
+    assert_clean_failure(&o, "no .json or .gguf");
+}

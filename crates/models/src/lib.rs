@@ -7,6 +7,7 @@ pub mod imatrix;
 pub mod llama;
 pub mod observe;
 pub mod quantize;
+pub mod rtnet;
 pub mod tiny;
 pub mod weights;
 

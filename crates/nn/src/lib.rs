@@ -6,6 +6,7 @@ pub mod attention;
 pub mod embedding;
 pub mod linear;
 pub mod norm;
+pub mod rt;
 
 pub use attention::{Attention, AttnSeq};
 pub use embedding::Embedding;

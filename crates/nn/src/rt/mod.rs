@@ -1,0 +1,143 @@
+//! Real-time layers for small audio nets (RTNeural's layer set): streaming, stateful, one frame
+//! per call, every buffer allocated when the layer is built so `forward` never allocates.
+//!
+//! Each layer maps one input frame (`in_size()` values) to one output frame (`out_size()`
+//! values); stateful layers (recurrent cells, convolutions over time) keep their history until
+//! `reset()`, which zeroes it. Weight matrices are `RtMatrix` (f32 or Q8_0).
+
+mod conv;
+mod elementwise;
+mod matrix;
+mod recurrent;
+
+pub use conv::{
+    Conv1d, Conv1dConfig, Conv2d, Conv2dConfig, ConvTranspose1d, ConvTranspose1dConfig,
+};
+pub use elementwise::{Activation, ActivationLayer, BatchNorm, Dense, PRelu};
+pub use matrix::RtMatrix;
+pub use recurrent::{Gru, Lstm};
+
+use thiserror::Error;
+
+/// A layer's parameters disagree with its shape.
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum RtError {
+    #[error("{what}: {problem}")]
+    Shape { what: String, problem: String },
+}
+
+impl RtError {
+    pub(crate) fn shape(what: &str, problem: impl Into<String>) -> RtError {
+        RtError::Shape {
+            what: what.to_string(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// Checks that `v` has `n` values.
+pub(crate) fn check_len(what: &str, v: &[f32], n: usize) -> Result<(), RtError> {
+    if v.len() == n {
+        Ok(())
+    } else {
+        Err(RtError::shape(
+            what,
+            format!("{} values, expected {n}", v.len()),
+        ))
+    }
+}
+
+/// One layer of a sequential real-time net.
+#[derive(Debug, Clone)]
+pub enum RtLayer {
+    Dense(Dense),
+    Lstm(Lstm),
+    Gru(Gru),
+    Conv1d(Conv1d),
+    Conv2d(Conv2d),
+    ConvTranspose1d(ConvTranspose1d),
+    BatchNorm(BatchNorm),
+    PRelu(PRelu),
+    Activation(ActivationLayer),
+}
+
+macro_rules! each {
+    ($self:ident, $l:ident => $e:expr) => {
+        match $self {
+            RtLayer::Dense($l) => $e,
+            RtLayer::Lstm($l) => $e,
+            RtLayer::Gru($l) => $e,
+            RtLayer::Conv1d($l) => $e,
+            RtLayer::Conv2d($l) => $e,
+            RtLayer::ConvTranspose1d($l) => $e,
+            RtLayer::BatchNorm($l) => $e,
+            RtLayer::PRelu($l) => $e,
+            RtLayer::Activation($l) => $e,
+        }
+    };
+}
+
+impl RtLayer {
+    /// Short type name (as in RTNeural's JSON `type`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RtLayer::Dense(_) => "dense",
+            RtLayer::Lstm(_) => "lstm",
+            RtLayer::Gru(_) => "gru",
+            RtLayer::Conv1d(_) => "conv1d",
+            RtLayer::Conv2d(_) => "conv2d",
+            RtLayer::ConvTranspose1d(_) => "convtranspose1d",
+            RtLayer::BatchNorm(_) => "batchnorm",
+            RtLayer::PRelu(_) => "prelu",
+            RtLayer::Activation(_) => "activation",
+        }
+    }
+
+    pub fn in_size(&self) -> usize {
+        each!(self, l => l.in_size())
+    }
+
+    pub fn out_size(&self) -> usize {
+        each!(self, l => l.out_size())
+    }
+
+    /// Zeroes the layer's state (history, hidden and cell state).
+    pub fn reset(&mut self) {
+        each!(self, l => l.reset())
+    }
+
+    /// One frame: `x.len() == in_size()`, `y.len() == out_size()`; never allocates.
+    /// Panics if the lengths are wrong (the net checks them once when it is built).
+    pub fn forward(&mut self, x: &[f32], y: &mut [f32]) {
+        assert!(
+            x.len() == self.in_size() && y.len() == self.out_size(),
+            "RtLayer::forward: frame sizes"
+        );
+        each!(self, l => l.forward(x, y))
+    }
+
+    /// Heap bytes the layer holds (weights, state, scratch).
+    pub fn memory_bytes(&self) -> usize {
+        each!(self, l => l.memory_bytes())
+    }
+
+    /// Number of trainable parameters.
+    pub fn n_params(&self) -> usize {
+        each!(self, l => l.n_params())
+    }
+
+    /// The layer's weight matrices (for storage and quantization), in a fixed order.
+    pub fn matrices(&self) -> Vec<(&'static str, &RtMatrix)> {
+        each!(self, l => l.matrices())
+    }
+
+    /// Mutable access to the weight matrices, same order as [`RtLayer::matrices`].
+    pub fn matrices_mut(&mut self) -> Vec<&mut RtMatrix> {
+        each!(self, l => l.matrices_mut())
+    }
+
+    /// The layer's parameter vectors (biases, norms, alphas), in a fixed order.
+    pub fn vectors(&self) -> Vec<(&'static str, &[f32])> {
+        each!(self, l => l.vectors())
+    }
+}
