@@ -105,38 +105,10 @@ pub fn matmul_with(
 ) -> Result<(), QuantError> {
     dispatch::check_choice(choice)?;
     w.validate()?;
-    let n_act = acts.n_rows();
-    let expected_out = n_act.checked_mul(w.rows).ok_or(QuantError::Overflow {
-        ty: w.ty,
-        rows: n_act,
-        cols: w.rows,
-    })?;
-    if out.len() != expected_out {
-        return Err(QuantError::Output {
-            ty: w.ty,
-            act_rows: n_act,
-            weight_rows: w.rows,
-            got: out.len(),
-        });
-    }
-    if n_act == 0 || w.rows == 0 {
+    if !check_args(w.ty, w.rows, w.cols, acts, out)? {
         return Ok(());
     }
-    let expected = ActType::for_weight(w.ty);
-    if acts.act_type() != expected {
-        return Err(QuantError::ActivationType {
-            weight: w.ty,
-            expected,
-            got: acts.act_type(),
-        });
-    }
-    if acts.cols() != w.cols {
-        return Err(QuantError::Cols {
-            ty: w.ty,
-            weight_cols: w.cols,
-            act_cols: acts.cols(),
-        });
-    }
+    let n_act = acts.n_rows();
     let job = Job {
         dot: dispatch::dot_fn(choice, w.ty),
         dot_rows: dispatch::dot_rows_fn(choice, w.ty),
@@ -177,6 +149,51 @@ pub fn matmul_with(
     };
     pool.par_for(n_chunks, |c| job.rows(bound(c), bound(c + 1)));
     Ok(())
+}
+
+/// Checks a matmul's activations and output against a `rows` × `cols` weight of type `ty`
+/// (the contract of [`matmul`] and [`crate::matmul_packed`]); `Ok(false)` when there is
+/// nothing to compute.
+pub(crate) fn check_args(
+    ty: QuantType,
+    rows: usize,
+    cols: usize,
+    acts: &ActBuf,
+    out: &[f32],
+) -> Result<bool, QuantError> {
+    let n_act = acts.n_rows();
+    let expected_out = n_act.checked_mul(rows).ok_or(QuantError::Overflow {
+        ty,
+        rows: n_act,
+        cols: rows,
+    })?;
+    if out.len() != expected_out {
+        return Err(QuantError::Output {
+            ty,
+            act_rows: n_act,
+            weight_rows: rows,
+            got: out.len(),
+        });
+    }
+    if n_act == 0 || rows == 0 {
+        return Ok(false);
+    }
+    let expected = ActType::for_weight(ty);
+    if acts.act_type() != expected {
+        return Err(QuantError::ActivationType {
+            weight: ty,
+            expected,
+            got: acts.act_type(),
+        });
+    }
+    if acts.cols() != cols {
+        return Err(QuantError::Cols {
+            ty,
+            weight_cols: cols,
+            act_cols: acts.cols(),
+        });
+    }
+    Ok(true)
 }
 
 /// The output pointer shared by the pool's threads; each writes only its own rows.

@@ -14,7 +14,7 @@
 //! Every output is `Σ_blocks (d_w · d_a) · isum` accumulated block by block in order (plus
 //! `m_w · s_a` for Q4_1), for one activation row or many, so decode and prefill agree exactly.
 
-use crate::act::{ActBuf, ActType};
+use crate::act::ActBuf;
 use crate::error::QuantError;
 use crate::matmul::QMatrix;
 use crate::q4_0::BlockQ4_0;
@@ -240,37 +240,8 @@ pub fn matmul_packed(
     out: &mut [f32],
 ) -> Result<(), QuantError> {
     crate::dispatch::check_choice(w.choice)?;
-    let n_act = acts.n_rows();
-    let expected_out = n_act.checked_mul(w.rows).ok_or(QuantError::Overflow {
-        ty: w.ty,
-        rows: n_act,
-        cols: w.rows,
-    })?;
-    if out.len() != expected_out {
-        return Err(QuantError::Output {
-            ty: w.ty,
-            act_rows: n_act,
-            weight_rows: w.rows,
-            got: out.len(),
-        });
-    }
-    if n_act == 0 {
+    if !crate::matmul::check_args(w.ty, w.rows, w.cols, acts, out)? {
         return Ok(());
-    }
-    let expected = ActType::for_weight(w.ty);
-    if acts.act_type() != expected {
-        return Err(QuantError::ActivationType {
-            weight: w.ty,
-            expected,
-            got: acts.act_type(),
-        });
-    }
-    if acts.cols() != w.cols {
-        return Err(QuantError::Cols {
-            ty: w.ty,
-            weight_cols: w.cols,
-            act_cols: acts.cols(),
-        });
     }
     run(pool, w, acts, out)
 }

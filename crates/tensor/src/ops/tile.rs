@@ -95,27 +95,6 @@ impl QueryTile {
     }
 }
 
-/// e^x for x ≤ 0 (larger x is not needed here), branch-free and vectorizable: 2^n · p(r) with
-/// r = x − n·ln 2 in [−ln2/2, ln2/2] and a degree-6 Taylor polynomial (relative error < 2e-7);
-/// −∞ and anything below −87 give 0.
-#[inline(always)]
-fn exp_nonpos(x: f32) -> f32 {
-    const ROUND: f32 = 12_582_912.0; // 1.5 · 2^23: adding it rounds to an integer.
-    let xc = x.max(-87.0);
-    let n = (xc * std::f32::consts::LOG2_E + ROUND) - ROUND;
-    let r = xc - n * 0.693_145_75 - n * 1.428_606_8e-6;
-    let p = 1.0
-        + r * (1.0
-            + r * (0.5
-                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
-    if x < -87.0 {
-        0.0
-    } else {
-        p * scale
-    }
-}
-
 #[inline(always)]
 fn fma<const FUSED: bool>(a: f32, b: f32, c: f32) -> f32 {
     if FUSED {
@@ -182,7 +161,7 @@ fn attend_body<const FUSED: bool>(
     let mut rescale = false;
     for l in 0..LANES {
         if new_max[l] > t.max[l] && t.max[l] != f32::NEG_INFINITY {
-            factor[l] = exp_nonpos(t.max[l] - new_max[l]);
+            factor[l] = crate::rnn_cell::exp_fast(t.max[l] - new_max[l]);
             rescale = true;
         }
     }
@@ -203,7 +182,7 @@ fn attend_body<const FUSED: bool>(
             pj[l] = if sj[l] == f32::NEG_INFINITY {
                 0.0
             } else {
-                exp_nonpos(sj[l] - new_max[l])
+                crate::rnn_cell::exp_fast(sj[l] - new_max[l])
             };
             sum[l] += pj[l];
         }
@@ -246,20 +225,6 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn exp_matches_std_on_its_domain() {
-        for i in 0..=20_000 {
-            let x = -(i as f32) * 0.005;
-            let (got, want) = (exp_nonpos(x), x.exp());
-            assert!(
-                (got - want).abs() <= 3e-7 * want + 2e-38, // e^-87 ≈ 1.6e-38 flushes to 0
-                "x={x}: {got} vs {want}"
-            );
-        }
-        assert_eq!(exp_nonpos(f32::NEG_INFINITY), 0.0);
-        assert_eq!(exp_nonpos(-200.0), 0.0);
-    }
 
     /// Two-pass softmax attention in f64 for one query over positions `< limit`.
     fn naive(
