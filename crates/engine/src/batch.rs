@@ -70,6 +70,9 @@ pub struct Request {
     /// Higher is admitted first.
     pub priority: u8,
     pub timeout: Option<Duration>,
+    /// End-of-generation tokens are never sampled, so every sequence runs to `max_tokens`
+    /// (or the context): for benchmarks that need a fixed amount of generation.
+    pub ignore_eos: bool,
 }
 
 impl Request {
@@ -85,6 +88,7 @@ impl Request {
             n: 1,
             priority: 0,
             timeout: None,
+            ignore_eos: false,
         }
     }
 }
@@ -132,6 +136,9 @@ pub enum Event {
         reason: FinishReason,
         text: String,
         usage: Usage,
+        /// How long the request waited in the queue before admission (`None`: it was never
+        /// admitted, e.g. cancelled or timed out while waiting).
+        queue_time: Option<Duration>,
     },
 }
 
@@ -158,6 +165,7 @@ struct ReqState {
     seqs: Vec<Option<SeqState>>,
     finished: usize,
     prompt_lp: Vec<Option<TokenLogprob>>,
+    queue_time: Option<Duration>,
 }
 
 /// The result of one `step`.
@@ -238,6 +246,7 @@ impl BatchEngine {
                 seqs: (0..n).map(|_| None).collect(),
                 finished: 0,
                 prompt_lp: Vec::new(),
+                queue_time: None,
             },
         );
         Ok(id)
@@ -269,6 +278,11 @@ impl BatchEngine {
             wake_at: plan.wake_at,
             ..StepOutput::default()
         };
+        for &(req, waited) in &plan.admitted {
+            if let Some(rs) = self.reqs.get_mut(&req) {
+                rs.queue_time = Some(waited);
+            }
+        }
         for &(req, index, reason) in &plan.finished {
             self.end(req, index, reason, None, &mut out.events);
         }
@@ -298,12 +312,12 @@ impl BatchEngine {
             }
             if reaches_end {
                 let last = (rows.end - 1) * n_vocab;
-                let logits = std::mem::take(&mut self.logits);
+                let mut logits = std::mem::take(&mut self.logits);
                 let r = self.sample(
                     item.seq,
                     item.req,
                     item.index,
-                    &logits[last..last + n_vocab],
+                    &mut logits[last..last + n_vocab],
                 );
                 self.logits = logits;
                 out.events.extend(r?);
@@ -381,7 +395,7 @@ impl BatchEngine {
         seq: SeqId,
         req: RequestId,
         index: usize,
-        logits: &[f32],
+        logits: &mut [f32],
     ) -> Result<Vec<Event>, EngineError> {
         let mut events = Vec::new();
         let (n_prompt, cached) = self.sched.prompt_info(seq).unwrap_or((0, 0));
@@ -407,6 +421,7 @@ impl BatchEngine {
         }
         let want_lp = rs.req.logprobs;
         let max_tokens = rs.req.max_tokens;
+        let ignore_eos = rs.req.ignore_eos;
         let Some(st) = rs.seqs[index].as_mut() else {
             return Ok(events);
         };
@@ -415,7 +430,29 @@ impl BatchEngine {
             self.end(req, index, FinishReason::Length, None, &mut events);
             return Ok(events);
         }
-        let token = st.sampler.sample(logits);
+        let tokenizer = self.engine.tokenizer();
+        let token = if ignore_eos {
+            // Masked for the sampler only: log-probabilities below stay the model's own.
+            let eog = tokenizer.eog_ids();
+            let saved: Vec<f32> = eog
+                .iter()
+                .map(|&t| logits.get(t as usize).copied().unwrap_or(0.0))
+                .collect();
+            for &t in eog {
+                if let Some(l) = logits.get_mut(t as usize) {
+                    *l = f32::NEG_INFINITY;
+                }
+            }
+            let token = st.sampler.sample(logits);
+            for (&t, &v) in eog.iter().zip(&saved) {
+                if let Some(l) = logits.get_mut(t as usize) {
+                    *l = v;
+                }
+            }
+            token
+        } else {
+            st.sampler.sample(logits)
+        };
         st.sampler.accept(token);
         st.usage.completion_tokens += 1;
         let logprob = want_lp.map(|k| TokenLogprob {
@@ -423,7 +460,6 @@ impl BatchEngine {
             logprob: log_softmax_at(logits, token),
             top: top_logprobs(logits, k),
         });
-        let tokenizer = self.engine.tokenizer();
         if tokenizer.is_eog(token) {
             self.sched.finish(seq, FinishReason::Stop);
             events.push(Event::Token {
@@ -471,6 +507,7 @@ impl BatchEngine {
             return;
         };
         let n_prompt = rs.req.prompt.len();
+        let queue_time = rs.queue_time;
         let (text, usage) = match rs.seqs.get_mut(index).and_then(|s| s.as_mut()) {
             Some(st) => {
                 let mut text = String::new();
@@ -498,6 +535,7 @@ impl BatchEngine {
             reason,
             text,
             usage,
+            queue_time,
         });
         rs.finished += 1;
         if rs.finished >= rs.seqs.len() {

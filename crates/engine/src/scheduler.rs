@@ -155,6 +155,8 @@ pub struct StepPlan {
     pub finished: Vec<(RequestId, usize, FinishReason)>,
     /// When nothing is planned but requests wait for the queue delay: when to call again.
     pub wake_at: Option<Duration>,
+    /// Requests admitted by this plan and how long each waited in the queue.
+    pub admitted: Vec<(RequestId, Duration)>,
 }
 
 /// Counts for metrics and tests.
@@ -180,6 +182,7 @@ pub struct Scheduler {
     reserved: usize,
     next_id: u64,
     finished: Vec<(RequestId, usize, FinishReason)>,
+    admitted: Vec<(RequestId, Duration)>,
 }
 
 impl Scheduler {
@@ -198,6 +201,7 @@ impl Scheduler {
             reserved: 0,
             next_id: 1,
             finished: Vec::new(),
+            admitted: Vec::new(),
         }
     }
 
@@ -414,6 +418,7 @@ impl Scheduler {
             }
         }
         plan.finished = std::mem::take(&mut self.finished);
+        plan.admitted = std::mem::take(&mut self.admitted);
         plan
     }
 
@@ -524,6 +529,7 @@ impl Scheduler {
                 continue;
             };
             r.admitted = true;
+            self.admitted.push((id, now.saturating_sub(r.arrival)));
             let prompt_logits = r.prompt_logits;
             let mut ids = Vec::with_capacity(q.n);
             for index in 0..q.n {

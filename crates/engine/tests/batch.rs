@@ -442,3 +442,86 @@ fn chat_turns_prefill_only_what_is_new() {
     }
     assert_eq!(be.stats().scheduler.blocks_in_use, 0);
 }
+
+/// The finish reasons and completion counts of every sequence of `events`.
+fn endings(events: &[Event]) -> Vec<(FinishReason, usize, Option<Duration>)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Finished {
+                reason,
+                usage,
+                queue_time,
+                ..
+            } => Some((*reason, usage.completion_tokens, *queue_time)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn ignore_eos_runs_every_sequence_to_max_tokens() {
+    let engine = engine(1);
+    let eog = engine.tokenizer().eog_ids().to_vec();
+    assert!(
+        !eog.is_empty(),
+        "the tiny model has an end-of-generation token"
+    );
+    let run = |ignore_eos: bool| {
+        let mut be = BatchEngine::new(Arc::clone(&engine), BatchConfig::for_slots(4, 256)).unwrap();
+        let mut req = Request::greedy(tokens(8, 4), 200);
+        // Nearly uniform sampling over the vocabulary: an end token comes up within a few
+        // hundred draws unless it is masked.
+        req.sampling = SamplingParams {
+            temperature: 50.0,
+            seed: 7,
+            ..SamplingParams::greedy()
+        };
+        req.n = 4;
+        req.ignore_eos = ignore_eos;
+        let mut now = Duration::ZERO;
+        let id = be.submit(req, now).unwrap();
+        let events = drain(&mut be, &mut now).remove(&id).unwrap();
+        let sampled_eog = events
+            .iter()
+            .any(|e| matches!(e, Event::Token { token, .. } if eog.contains(token)));
+        (endings(&events), sampled_eog)
+    };
+    let (free, free_eog) = run(false);
+    assert!(
+        free_eog
+            && free
+                .iter()
+                .any(|&(r, n, _)| r == FinishReason::Stop && n < 200),
+        "precondition: without the flag some sequence samples an end token ({free:?})"
+    );
+    let (forced, forced_eog) = run(true);
+    assert!(!forced_eog, "an end token was sampled despite ignore_eos");
+    assert_eq!(forced.len(), 4);
+    for (reason, n, _) in forced {
+        assert_eq!((reason, n), (FinishReason::Length, 200));
+    }
+}
+
+#[test]
+fn finished_events_carry_the_time_spent_queued() {
+    let engine = engine(1);
+    let mut be = BatchEngine::new(Arc::clone(&engine), BatchConfig::for_slots(1, 128)).unwrap();
+    let mut now = Duration::ZERO;
+    let a = be.submit(Request::greedy(tokens(10, 1), 4), now).unwrap();
+    let b = be.submit(Request::greedy(tokens(10, 2), 4), now).unwrap();
+    let mut c_req = Request::greedy(tokens(10, 3), 4);
+    c_req.timeout = Some(Duration::from_micros(1500));
+    let c = be.submit(c_req, now).unwrap();
+    let events = drain(&mut be, &mut now);
+    // One slot: `a` starts at the first step (1 ms), `b` only after `a` finished; `c` times
+    // out while still waiting, so it was never admitted.
+    let qa = endings(&events[&a])[0].2.expect("a was admitted");
+    let qb = endings(&events[&b])[0].2.expect("b was admitted");
+    assert_eq!(qa, Duration::from_millis(1));
+    assert!(qb > qa, "b waited for a: {qb:?} vs {qa:?}");
+    assert_eq!(
+        endings(&events[&c]),
+        vec![(FinishReason::TimedOut, 0, None)]
+    );
+}
