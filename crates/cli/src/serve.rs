@@ -1,6 +1,6 @@
 //! `kiln serve`: the OpenAI-compatible HTTP server (continuous batching, prefix and response
 //! caches) on loopback unless told otherwise; stops accepting on Ctrl-C/SIGTERM and lets
-//! in-flight requests finish.
+//! in-flight requests finish for up to `--shutdown-timeout` seconds, then cancels the rest.
 
 use crate::common::{load_engine, ModelArgs};
 use anyhow::{Context, Result};
@@ -46,6 +46,10 @@ pub struct ServeArgs {
     /// End requests still queued or running after this many seconds (0 = never).
     #[arg(long, default_value_t = 0)]
     pub timeout: u64,
+    /// After Ctrl-C/SIGTERM, how long in-flight requests may take to finish before they are
+    /// cancelled and the server exits.
+    #[arg(long, default_value_t = 30)]
+    pub shutdown_timeout: u64,
 }
 
 pub fn main(args: ServeArgs) -> Result<()> {
@@ -95,14 +99,31 @@ pub fn main(args: ServeArgs) -> Result<()> {
         let listener = tokio::net::TcpListener::bind(&addr)
             .await
             .with_context(|| format!("binding {addr}"))?;
+        let bound = listener.local_addr().context("reading the bound address")?;
         eprintln!(
-            "kiln: serving on http://{addr} ({} parallel, ctx {n_ctx})",
+            "kiln: serving on http://{bound} ({} parallel, ctx {n_ctx})",
             args.parallel
         );
-        axum::serve(listener, kiln_server::router(state))
-            .with_graceful_shutdown(shutdown())
-            .await
-            .context("serving")
+        let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
+        let server =
+            axum::serve(listener, kiln_server::router(state)).with_graceful_shutdown(async move {
+                shutdown().await;
+                let _ = stopping_tx.send(true);
+            });
+        let grace = Duration::from_secs(args.shutdown_timeout);
+        let deadline = async move {
+            let _ = stopping.wait_for(|&s| s).await;
+            tokio::time::sleep(grace).await;
+        };
+        tokio::select! {
+            r = std::future::IntoFuture::into_future(server) => r.context("serving"),
+            _ = deadline => {
+                // Dropping the connections drops their event receivers; the engine cancels
+                // those requests at its next step.
+                eprintln!("kiln: shutdown timeout reached; cancelling the requests still running");
+                Ok(())
+            }
+        }
     })
 }
 

@@ -53,6 +53,7 @@ pub struct Latencies {
     pub ttft: Histogram,
     pub inter_token: Histogram,
     pub end_to_end: Histogram,
+    pub queue: Histogram,
 }
 
 impl Latencies {
@@ -72,6 +73,11 @@ impl Latencies {
             "Request arrival to its last sequence finishing.",
             out,
         );
+        self.queue.render(
+            "kiln_queue_time_seconds",
+            "Time a request waited for admission to the running batch.",
+            out,
+        );
     }
 }
 
@@ -80,18 +86,33 @@ pub struct Timer {
     start: Instant,
     first: bool,
     last: Vec<Option<Instant>>,
+    /// Choices per engine request (`n`).
+    group: usize,
 }
 
 impl Timer {
-    pub fn new(n: usize) -> Timer {
+    /// A timer for `choices` choices in groups of `group` per engine request.
+    pub fn new(choices: usize, group: usize) -> Timer {
         Timer {
             start: Instant::now(),
             first: true,
-            last: vec![None; n],
+            last: vec![None; choices],
+            group: group.max(1),
         }
     }
 
     pub fn on_event(&mut self, e: &Event, h: &Latencies) {
+        if let Event::Finished {
+            index,
+            queue_time: Some(q),
+            ..
+        } = e
+        {
+            // Every sequence of an engine request reports the same wait: count its first.
+            if index % self.group == 0 {
+                h.queue.observe(q.as_secs_f64());
+            }
+        }
         if let Event::Token { index, .. } = e {
             let now = Instant::now();
             if self.first {

@@ -14,7 +14,7 @@ pub use routes::router;
 use kiln_engine::{
     BatchConfig, BatchEngine, BatchStats, Engine, EngineError, Event, ResponseCache,
 };
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -43,6 +43,7 @@ impl ServerConfig {
                 max_n: 8,
                 max_top_logprobs: 20,
                 default_max_tokens: 256,
+                max_prompts: 16,
             },
             cache_capacity: 256,
             cache_ttl: Duration::from_secs(600),
@@ -73,6 +74,11 @@ pub struct AppState {
     pub latencies: histogram::Latencies,
     start: Instant,
     seeds: AtomicU64,
+    /// Cleared when the engine thread ends (it only does so once the state is dropped, or
+    /// if it panicked): `/health` and `/ready` report it.
+    engine_alive: Arc<AtomicBool>,
+    /// The engine's queue bound: `/ready` reports not ready while it is reached.
+    max_queue: usize,
 }
 
 impl AppState {
@@ -86,6 +92,19 @@ impl AppState {
             .lock()
             .map(|tx| tx.send(c).is_ok())
             .unwrap_or(false)
+    }
+
+    pub fn engine_alive(&self) -> bool {
+        self.engine_alive.load(Ordering::Relaxed)
+    }
+
+    /// Why the server would refuse new work now (`None`: ready).
+    pub fn not_ready(&self) -> Option<&'static str> {
+        if !self.engine_alive() {
+            return Some("the engine thread is not running");
+        }
+        let waiting = self.stats.lock().map_or(0, |s| s.scheduler.waiting);
+        (waiting >= self.max_queue).then_some("the request queue is full")
     }
 
     /// A seed for a request that named none (different for every request).
@@ -102,13 +121,19 @@ pub fn start(
     batch: BatchConfig,
     cfg: ServerConfig,
 ) -> Result<Arc<AppState>, EngineError> {
+    let max_queue = batch.scheduler.max_queue;
     let be = BatchEngine::new(Arc::clone(&engine), batch)?;
     let (tx, rx) = mpsc::channel();
     let stats = Arc::new(Mutex::new(be.stats()));
     let worker_stats = Arc::clone(&stats);
+    let engine_alive = Arc::new(AtomicBool::new(true));
+    let alive = worker::Alive(Arc::clone(&engine_alive));
     std::thread::Builder::new()
         .name("kiln-engine".into())
-        .spawn(move || worker::run(be, rx, worker_stats))
+        .spawn(move || {
+            let _alive = alive;
+            worker::run(be, rx, worker_stats)
+        })
         .map_err(|e| EngineError::Invalid(format!("cannot start the engine thread: {e}")))?;
     Ok(Arc::new(AppState {
         engine,
@@ -120,5 +145,7 @@ pub fn start(
         latencies: histogram::Latencies::default(),
         start: Instant::now(),
         seeds: AtomicU64::new(1),
+        engine_alive,
+        max_queue,
     }))
 }

@@ -48,6 +48,59 @@ impl OneOrMany {
     }
 }
 
+/// A completions `prompt`: text, token ids, or a batch of either (one choice group each).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Prompt {
+    Text(String),
+    Texts(Vec<String>),
+    Tokens(Vec<u32>),
+    TokenLists(Vec<Vec<u32>>),
+}
+
+/// One prompt of a request, as the client gave it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PromptPart {
+    Text(String),
+    Tokens(Vec<u32>),
+}
+
+impl Prompt {
+    /// The prompts of the body, at least one and at most `max`.
+    pub fn parts(self, max: usize) -> Result<Vec<PromptPart>, ApiError> {
+        let parts: Vec<PromptPart> = match self {
+            Prompt::Text(s) => vec![PromptPart::Text(s)],
+            Prompt::Texts(v) => v.into_iter().map(PromptPart::Text).collect(),
+            Prompt::Tokens(t) => vec![PromptPart::Tokens(t)],
+            Prompt::TokenLists(v) => v.into_iter().map(PromptPart::Tokens).collect(),
+        };
+        if parts.is_empty() {
+            return Err(ApiError::invalid(
+                "the prompt list is empty",
+                Some("prompt"),
+            ));
+        }
+        if parts.len() > max {
+            return Err(ApiError::invalid(
+                format!(
+                    "{} prompts in one request; this server takes at most {max}",
+                    parts.len()
+                ),
+                Some("prompt"),
+            ));
+        }
+        Ok(parts)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Default)]
+#[serde(default)]
+pub struct StreamOptions {
+    /// Send a last chunk with no choices and the request's `usage` (OpenAI's layout); without
+    /// it, `usage` rides on the chunk that finishes the last choice.
+    pub include_usage: bool,
+}
+
 /// Fields shared by both endpoints.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(default)]
@@ -65,13 +118,17 @@ pub struct Common {
     pub presence_penalty: Option<f32>,
     pub frequency_penalty: Option<f32>,
     pub seed: Option<u64>,
+    pub stream_options: Option<StreamOptions>,
     /// kiln extension: higher is admitted first.
     pub priority: Option<u8>,
+    /// Extension shared with llama-server and vLLM: never sample an end-of-generation token,
+    /// so every choice runs to `max_tokens` (benchmarks).
+    pub ignore_eos: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct CompletionBody {
-    pub prompt: OneOrMany,
+    pub prompt: Prompt,
     #[serde(default)]
     pub logprobs: Option<usize>,
     #[serde(default)]
@@ -104,6 +161,8 @@ pub struct Limits {
     pub max_n: usize,
     pub max_top_logprobs: usize,
     pub default_max_tokens: usize,
+    /// Most prompts in one completions request (each is a group of `n` choices).
+    pub max_prompts: usize,
 }
 
 /// Sampling parameters of a body; `fresh_seed` is used when the client gave none.
@@ -153,13 +212,40 @@ pub fn stops(c: &Common) -> Vec<String> {
     c.stop.clone().map(OneOrMany::into_vec).unwrap_or_default()
 }
 
-pub fn finish_reason(r: FinishReason) -> &'static str {
+/// OpenAI's `finish_reason` of a choice that completed; `None` for an ending that is not a
+/// completion at all (see [`failure`]).
+pub fn finish_reason(r: FinishReason) -> Option<&'static str> {
     match r {
-        FinishReason::Stop => "stop",
-        FinishReason::Length | FinishReason::ContextFull => "length",
-        FinishReason::Cancelled => "cancelled",
-        FinishReason::TimedOut => "timeout",
+        FinishReason::Stop => Some("stop"),
+        FinishReason::Length | FinishReason::ContextFull => Some("length"),
+        FinishReason::Cancelled | FinishReason::TimedOut => None,
     }
+}
+
+/// The error a request gets when one of its choices ended without completing: the server's
+/// per-request timeout (408, which clients may retry) or a cancellation by the server itself
+/// (503: shutting down, or the engine failed).
+pub fn failure(r: FinishReason) -> Option<ApiError> {
+    let (status, kind, message) = match r {
+        FinishReason::TimedOut => (
+            408,
+            "timeout_error",
+            "the request did not finish within this server's per-request timeout",
+        ),
+        FinishReason::Cancelled => (
+            503,
+            "server_error",
+            "the request was cancelled by the server",
+        ),
+        _ => return None,
+    };
+    Some(ApiError {
+        status,
+        kind,
+        message: message.into(),
+        param: None,
+        retry_after: None,
+    })
 }
 
 fn token_text(engine: &Engine, id: u32) -> String {
@@ -233,13 +319,26 @@ pub struct Choice {
     pub usage: Usage,
 }
 
-/// Folds a request's events into its choices and prompt logprobs.
-pub fn collect(events: &[Event], n: usize) -> (Vec<Choice>, Option<Vec<Option<TokenLogprob>>>) {
-    let mut choices = vec![Choice::default(); n];
-    let mut prompt = None;
+/// Prompt log-probabilities of one prompt (the first token has none).
+pub type PromptLogprobs = Vec<Option<TokenLogprob>>;
+
+/// Folds a request's events into its `n_choices` choices and the prompt log-probabilities of
+/// each of its prompts. Events carry request-wide choice indices and, in `PromptLogprobs`,
+/// the prompt's number as `req` (see `routes::Source`).
+pub fn collect(events: &[Event], n_choices: usize) -> (Vec<Choice>, Vec<Option<PromptLogprobs>>) {
+    let mut choices = vec![Choice::default(); n_choices];
+    let mut prompts: Vec<Option<PromptLogprobs>> = Vec::new();
     for e in events {
         match e {
-            Event::PromptLogprobs { logprobs, .. } => prompt = Some(logprobs.clone()),
+            Event::PromptLogprobs { req, logprobs } => {
+                let k = *req as usize;
+                if k < n_choices {
+                    if prompts.len() <= k {
+                        prompts.resize(k + 1, None);
+                    }
+                    prompts[k] = Some(logprobs.clone());
+                }
+            }
             Event::Token {
                 index,
                 text,
@@ -266,13 +365,16 @@ pub fn collect(events: &[Event], n: usize) -> (Vec<Choice>, Option<Vec<Option<To
             }
         }
     }
-    (choices, prompt)
+    (choices, prompts)
 }
 
-pub fn usage_json(choices: &[Choice]) -> Value {
-    let prompt = choices.first().map_or(0, |c| c.usage.prompt_tokens);
+/// `usage` of a request whose choices come in groups of `n` per prompt: each prompt counted
+/// once, every choice's completion tokens.
+pub fn usage_json(choices: &[Choice], n: usize) -> Value {
+    let firsts = choices.iter().step_by(n.max(1));
+    let prompt: usize = firsts.clone().map(|c| c.usage.prompt_tokens).sum();
+    let cached: usize = firsts.map(|c| c.usage.cached_tokens).sum();
     let completion: usize = choices.iter().map(|c| c.usage.completion_tokens).sum();
-    let cached = choices.first().map_or(0, |c| c.usage.cached_tokens);
     json!({
         "prompt_tokens": prompt,
         "completion_tokens": completion,

@@ -1,8 +1,9 @@
 //! The HTTP routes: authentication, body parsing, submitting to the engine thread, replies as
-//! JSON or server-sent events, the response cache, `/v1/models`, `/health`, `/metrics`.
+//! JSON or server-sent events, the response cache, `/v1/models`, `/health` (liveness), `/ready`
+//! (readiness), `/metrics`.
 
 use crate::histogram::Timer;
-use crate::openai::{self, ApiError, ChatBody, Choice, Common, CompletionBody};
+use crate::openai::{self, ApiError, ChatBody, Choice, Common, CompletionBody, PromptPart};
 use crate::worker::Command;
 use crate::AppState;
 use axum::body::Bytes;
@@ -14,7 +15,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::stream::{self, Stream};
 use kiln_engine::{
-    is_deterministic, ChatMessage, ChatTemplate, EngineError, Event, Request, SubmitError,
+    is_deterministic, ChatMessage, ChatTemplate, EngineError, Event, Request, RequestId,
+    SubmitError,
 };
 use serde_json::{json, Value};
 use std::collections::VecDeque;
@@ -31,6 +33,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/chat/completions", post(chat))
         .route("/v1/models", get(models))
         .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn(log_request))
@@ -141,36 +145,47 @@ fn engine_error(e: EngineError) -> ApiError {
     }
 }
 
-/// Where a request's events come from: the engine, or the response cache.
+/// Where a request's events come from: the engine, or the response cache. Events leave with
+/// request-wide choice indices (`prompt * n + index`) and, in `PromptLogprobs`, the prompt's
+/// number as `req`, so the cache stores and replays them as they were sent.
 enum Source {
-    Live(mpsc::UnboundedReceiver<Event>),
+    Live {
+        rx: mpsc::UnboundedReceiver<Event>,
+        /// Engine request id → prompt number.
+        prompts: Vec<RequestId>,
+        n: usize,
+    },
     Replay(VecDeque<Event>),
 }
 
 impl Source {
     async fn next(&mut self) -> Option<Event> {
         match self {
-            Source::Live(rx) => rx.recv().await,
+            Source::Live { rx, prompts, n } => {
+                let mut e = rx.recv().await?;
+                let prompt_of = |id: &RequestId| prompts.iter().position(|p| p == id).unwrap_or(0);
+                match &mut e {
+                    Event::PromptLogprobs { req, .. } => *req = prompt_of(req) as RequestId,
+                    Event::Token { req, index, .. } | Event::Finished { req, index, .. } => {
+                        *index += prompt_of(req) * *n;
+                    }
+                }
+                Some(e)
+            }
             Source::Replay(q) => q.pop_front(),
         }
     }
 }
 
-/// Submits `req` (or finds it in the response cache under `key`).
-async fn submit(st: &AppState, req: Request, key: Option<&String>) -> Result<Source, ApiError> {
-    if let Some(k) = key {
+/// Submits every engine request of `job` on one event channel (or finds the whole job in the
+/// response cache). If one is refused, those already submitted are cancelled.
+async fn submit(st: &AppState, job: &Job) -> Result<Source, ApiError> {
+    if let Some(k) = &job.key {
         let hit = st.cache.lock().ok().and_then(|mut c| c.get(k, st.now()));
         if let Some(events) = hit {
             return Ok(Source::Replay(events.into()));
         }
     }
-    let (tx, rx) = mpsc::unbounded_channel();
-    let (reply, answer) = oneshot::channel();
-    let sent = st.send(Command::Submit {
-        req,
-        events: tx,
-        reply,
-    });
     let unavailable = || ApiError {
         status: 503,
         kind: "server_error",
@@ -178,25 +193,67 @@ async fn submit(st: &AppState, req: Request, key: Option<&String>) -> Result<Sou
         param: None,
         retry_after: None,
     };
-    if !sent {
-        return Err(unavailable());
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut prompts = Vec::with_capacity(job.reqs.len());
+    for req in &job.reqs {
+        let (reply, answer) = oneshot::channel();
+        let sent = st.send(Command::Submit {
+            req: req.clone(),
+            events: tx.clone(),
+            reply,
+        });
+        let r = if sent {
+            match answer.await {
+                Ok(Ok(id)) => Ok(id),
+                Ok(Err(e)) => Err(engine_error(e)),
+                Err(_) => Err(unavailable()),
+            }
+        } else {
+            Err(unavailable())
+        };
+        match r {
+            Ok(id) => prompts.push(id),
+            Err(e) => {
+                for &id in &prompts {
+                    st.send(Command::Cancel(id));
+                }
+                return Err(e);
+            }
+        }
     }
-    match answer.await {
-        Ok(Ok(_id)) => Ok(Source::Live(rx)),
-        Ok(Err(e)) => Err(engine_error(e)),
-        Err(_) => Err(unavailable()),
-    }
+    Ok(Source::Live {
+        rx,
+        prompts,
+        n: job.n,
+    })
 }
 
 /// Everything the two endpoints share once the body is understood.
 struct Job {
-    req: Request,
+    /// One engine request per prompt.
+    reqs: Vec<Request>,
+    /// Choices per prompt.
     n: usize,
     stream: bool,
+    include_usage: bool,
     key: Option<String>,
     chat: bool,
     want_logprobs: bool,
-    echo: Option<String>,
+    /// Completions `echo`: each prompt's text, put before its choices' text.
+    echo: Option<Vec<String>>,
+}
+
+impl Job {
+    fn choices(&self) -> usize {
+        self.reqs.len() * self.n
+    }
+
+    fn echo_of(&self, choice: usize) -> &str {
+        self.echo
+            .as_ref()
+            .and_then(|e| e.get(choice / self.n.max(1)))
+            .map_or("", String::as_str)
+    }
 }
 
 async fn completions(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -213,32 +270,36 @@ async fn completions_inner(
     check_auth(st, headers)?;
     let (b, raw): (CompletionBody, Value) = parse(body)?;
     check_model(st, &b.common)?;
-    let prompt = match b.prompt {
-        openai::OneOrMany::One(s) => s,
-        openai::OneOrMany::Many(mut v) if v.len() == 1 => v.remove(0),
-        openai::OneOrMany::Many(_) => {
-            return Err(ApiError::invalid(
-                "exactly one prompt per request is supported",
-                Some("prompt"),
-            ))
-        }
-    };
+    let parts = b.prompt.parts(st.cfg.limits.max_prompts)?;
     let top = b.logprobs;
     if top.is_some_and(|k| k > st.cfg.limits.max_top_logprobs) {
         return Err(ApiError::invalid("logprobs is too large", Some("logprobs")));
     }
-    let tokens = st.engine.encode_prompt(&prompt);
+    let mut prompts = Vec::with_capacity(parts.len());
+    let mut texts = Vec::with_capacity(parts.len());
+    for p in parts {
+        match p {
+            PromptPart::Text(s) => {
+                prompts.push(st.engine.encode_prompt(&s));
+                texts.push(s);
+            }
+            PromptPart::Tokens(t) => {
+                texts.push(st.engine.tokenizer().decode(&t));
+                prompts.push(t);
+            }
+        }
+    }
     let job = job(
         st,
         &b.common,
-        tokens,
+        prompts,
         raw,
         false,
         top,
         b.echo && top.is_some(),
     )?;
     let job = Job {
-        echo: b.echo.then_some(prompt),
+        echo: b.echo.then_some(texts),
         ..job
     };
     run(st, job).await
@@ -280,14 +341,14 @@ async fn chat_inner(
         .render(&messages, true)
         .map_err(|e| ApiError::invalid(format!("chat template: {e}"), Some("messages")))?;
     let tokens = st.engine.encode_prompt(&text);
-    let job = job(st, &b.common, tokens, raw, true, top, false)?;
+    let job = job(st, &b.common, vec![tokens], raw, true, top, false)?;
     run(st, job).await
 }
 
 fn job(
     st: &AppState,
     c: &Common,
-    prompt: Vec<u32>,
+    prompts: Vec<Vec<u32>>,
     raw: Value,
     chat: bool,
     logprobs: Option<usize>,
@@ -295,22 +356,24 @@ fn job(
 ) -> Result<Job, ApiError> {
     let (max_tokens, n) = openai::counts(c, &st.cfg.limits)?;
     let sampling = openai::sampling(c, st.fresh_seed())?;
-    if prompt.is_empty() {
+    if prompts.iter().any(Vec::is_empty) {
         return Err(ApiError::invalid("the prompt is empty", Some("prompt")));
     }
-    // The canonical body (keys sorted by serde_json's map) keys the response cache; the
-    // `stream` flag does not change the events, so streamed replays share the entry.
+    // The canonical body (keys sorted by serde_json's map) keys the response cache; `stream`
+    // and `stream_options` do not change the events, so streamed replays share the entry.
     let key = is_deterministic(sampling.temperature, c.seed.is_some()).then(|| {
         let mut v = raw;
         if let Some(o) = v.as_object_mut() {
             o.remove("stream");
+            o.remove("stream_options");
         }
         format!("{}:{}", if chat { "chat" } else { "text" }, v)
     });
-    Ok(Job {
-        req: Request {
+    let reqs = prompts
+        .into_iter()
+        .map(|prompt| Request {
             prompt,
-            sampling,
+            sampling: sampling.clone(),
             max_tokens,
             stop: openai::stops(c),
             logprobs,
@@ -318,9 +381,14 @@ fn job(
             n,
             priority: c.priority.unwrap_or(0),
             timeout: st.cfg.request_timeout,
-        },
+            ignore_eos: c.ignore_eos,
+        })
+        .collect();
+    Ok(Job {
+        reqs,
         n,
         stream: c.stream,
+        include_usage: c.stream_options.is_some_and(|o| o.include_usage),
         key,
         chat,
         want_logprobs: logprobs.is_some(),
@@ -334,9 +402,19 @@ fn created() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+fn ended_early() -> ApiError {
+    ApiError {
+        status: 500,
+        kind: "server_error",
+        message: "the engine ended the request early".into(),
+        param: None,
+        retry_after: None,
+    }
+}
+
 async fn run(st: &Arc<AppState>, job: Job) -> Result<Response, ApiError> {
-    let mut timer = Timer::new(job.n);
-    let mut source = submit(st, job.req.clone(), job.key.as_ref()).await?;
+    let mut timer = Timer::new(job.choices(), job.n);
+    let mut source = submit(st, &job).await?;
     let id = format!(
         "{}-{}",
         if job.chat { "chatcmpl" } else { "cmpl" },
@@ -347,28 +425,23 @@ async fn run(st: &Arc<AppState>, job: Job) -> Result<Response, ApiError> {
     }
     let mut events = Vec::new();
     let mut finished = 0;
-    while finished < job.n {
-        match source.next().await {
-            Some(e) => {
-                finished += usize::from(matches!(e, Event::Finished { .. }));
-                timer.on_event(&e, &st.latencies);
-                events.push(e);
+    while finished < job.choices() {
+        let e = source.next().await.ok_or_else(ended_early)?;
+        if let Event::Finished { reason, .. } = &e {
+            if let Some(err) = openai::failure(*reason) {
+                // Dropping `source` cancels whatever else of the request still runs.
+                return Err(err);
             }
-            None => {
-                return Err(ApiError {
-                    status: 500,
-                    kind: "server_error",
-                    message: "the engine ended the request early".into(),
-                    param: None,
-                    retry_after: None,
-                })
-            }
+            finished += 1;
         }
+        timer.on_event(&e, &st.latencies);
+        events.push(e);
     }
     timer.done(&st.latencies);
-    let (choices, prompt_lp) = openai::collect(&events, job.n);
+    let (choices, prompt_lp) = openai::collect(&events, job.choices());
     finish_bookkeeping(st, &job, &choices, &events);
     let model = st.cfg.model_name.clone();
+    let usage = openai::usage_json(&choices, job.n);
     let body = if job.chat {
         let ch: Vec<Value> = choices
             .iter()
@@ -378,35 +451,37 @@ async fn run(st: &Arc<AppState>, job: Job) -> Result<Response, ApiError> {
                     "index": i,
                     "message": {"role": "assistant", "content": c.text},
                     "logprobs": if job.want_logprobs { openai::chat_logprobs(&st.engine, &c.logprobs) } else { Value::Null },
-                    "finish_reason": c.finish.map(openai::finish_reason),
+                    "finish_reason": c.finish.and_then(openai::finish_reason),
                 })
             })
             .collect();
         json!({"id": id, "object": "chat.completion", "created": created(), "model": model,
-               "choices": ch, "usage": openai::usage_json(&choices)})
+               "choices": ch, "usage": usage})
     } else {
-        let echo = job.echo.clone().unwrap_or_default();
         let ch: Vec<Value> = choices
             .iter()
             .enumerate()
             .map(|(i, c)| {
                 let logprobs = if job.want_logprobs {
-                    let mut all: Vec<_> = if job.echo.is_some() {
-                        prompt_lp.clone().unwrap_or_default()
-                    } else {
-                        Vec::new()
+                    let mut all: Vec<_> = match &job.echo {
+                        Some(_) => prompt_lp
+                            .get(i / job.n)
+                            .cloned()
+                            .flatten()
+                            .unwrap_or_default(),
+                        None => Vec::new(),
                     };
                     all.extend(c.logprobs.iter().cloned().map(Some));
                     openai::completion_logprobs(&st.engine, &all, 0)
                 } else {
                     Value::Null
                 };
-                json!({"index": i, "text": format!("{echo}{}", c.text), "logprobs": logprobs,
-                       "finish_reason": c.finish.map(openai::finish_reason)})
+                json!({"index": i, "text": format!("{}{}", job.echo_of(i), c.text),
+                       "logprobs": logprobs, "finish_reason": c.finish.and_then(openai::finish_reason)})
             })
             .collect();
         json!({"id": id, "object": "text_completion", "created": created(), "model": model,
-               "choices": ch, "usage": openai::usage_json(&choices)})
+               "choices": ch, "usage": usage})
     };
     Ok(Json(body).into_response())
 }
@@ -414,19 +489,18 @@ async fn run(st: &Arc<AppState>, job: Job) -> Result<Response, ApiError> {
 /// Counts tokens and stores a completed deterministic request in the response cache.
 fn finish_bookkeeping(st: &AppState, job: &Job, choices: &[Choice], events: &[Event]) {
     let c = &st.counters;
-    if let Some(first) = choices.first() {
-        c.prompt_tokens
-            .fetch_add(first.usage.prompt_tokens as u64, Ordering::Relaxed);
-    }
+    let prompt: usize = choices
+        .iter()
+        .step_by(job.n.max(1))
+        .map(|c| c.usage.prompt_tokens)
+        .sum();
+    c.prompt_tokens.fetch_add(prompt as u64, Ordering::Relaxed);
     let generated: usize = choices.iter().map(|c| c.usage.completion_tokens).sum();
     c.generated_tokens
         .fetch_add(generated as u64, Ordering::Relaxed);
-    let complete = choices.iter().all(|c| {
-        matches!(
-            c.finish,
-            Some(kiln_engine::FinishReason::Stop | kiln_engine::FinishReason::Length)
-        )
-    });
+    let complete = choices
+        .iter()
+        .all(|c| c.finish.and_then(openai::finish_reason).is_some());
     if let (Some(k), true) = (&job.key, complete) {
         if let Ok(mut cache) = st.cache.lock() {
             cache.insert(k.clone(), events.to_vec(), st.now());
@@ -502,23 +576,30 @@ impl StreamState {
         }
     }
 
+    /// Ends the stream with an error object (what OpenAI sends when a stream fails after its
+    /// head went out; the official clients raise it) and `[DONE]`.
+    fn fail(&mut self, e: ApiError) {
+        self.pending.push_back(e.body().to_string());
+        self.pending.push_back("[DONE]".into());
+        self.done = true;
+    }
+
     /// Turns the next engine event into queued SSE chunks.
     async fn fill(&mut self) {
         if !self.started {
             self.started = true;
-            for i in 0..self.job.n {
+            for i in 0..self.job.choices() {
                 let first = if self.job.chat {
                     json!({"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null})
                 } else {
-                    let echo = self.job.echo.clone().unwrap_or_default();
-                    self.delta(i, &echo, None, None)
+                    self.delta(i, self.job.echo_of(i), None, None)
                 };
                 let c = self.chunk(vec![first], None);
                 self.pending.push_back(c);
             }
         }
         let Some(e) = self.source.next().await else {
-            self.done = true;
+            self.fail(ended_early());
             return;
         };
         self.timer.on_event(&e, &self.st.latencies);
@@ -549,19 +630,35 @@ impl StreamState {
                 text,
                 ..
             } => {
-                let d = self.delta(index, &text, None, Some(openai::finish_reason(reason)));
-                let c = self.chunk(vec![d], None);
-                self.pending.push_back(c);
-                self.finished += 1;
-                if self.finished >= self.job.n {
-                    self.timer.done(&self.st.latencies);
-                    let (choices, _) = openai::collect(&self.events, self.job.n);
-                    finish_bookkeeping(&self.st, &self.job, &choices, &self.events);
-                    let u = self.chunk(Vec::new(), Some(openai::usage_json(&choices)));
-                    self.pending.push_back(u);
-                    self.pending.push_back("[DONE]".into());
-                    self.done = true;
+                if let Some(err) = openai::failure(reason) {
+                    self.fail(err);
+                    return;
                 }
+                self.finished += 1;
+                let last = self.finished >= self.job.choices();
+                let d = self.delta(index, &text, None, openai::finish_reason(reason));
+                if !last {
+                    let c = self.chunk(vec![d], None);
+                    self.pending.push_back(c);
+                    return;
+                }
+                self.timer.done(&self.st.latencies);
+                let (choices, _) = openai::collect(&self.events, self.job.choices());
+                finish_bookkeeping(&self.st, &self.job, &choices, &self.events);
+                let usage = openai::usage_json(&choices, self.job.n);
+                if self.job.include_usage {
+                    let c = self.chunk(vec![d], None);
+                    self.pending.push_back(c);
+                    let u = self.chunk(Vec::new(), Some(usage));
+                    self.pending.push_back(u);
+                } else {
+                    // `usage` in every response, on a chunk that still has a choice, so
+                    // clients that read `choices[0]` of every chunk keep working.
+                    let c = self.chunk(vec![d], Some(usage));
+                    self.pending.push_back(c);
+                }
+                self.pending.push_back("[DONE]".into());
+                self.done = true;
             }
         }
     }
@@ -578,8 +675,25 @@ async fn models(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response
     .into_response()
 }
 
-async fn health() -> Response {
-    Json(json!({"status": "ok"})).into_response()
+/// Liveness: the process answers and its engine thread runs.
+async fn health(State(st): State<Arc<AppState>>) -> Response {
+    if st.engine_alive() {
+        Json(json!({"status": "ok"})).into_response()
+    } else {
+        let body = json!({"status": "error", "reason": "the engine thread is not running"});
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    }
+}
+
+/// Readiness (for a load balancer): 503 while new requests would be refused.
+async fn ready(State(st): State<Arc<AppState>>) -> Response {
+    match st.not_ready() {
+        None => Json(json!({"status": "ready"})).into_response(),
+        Some(reason) => {
+            let body = json!({"status": "not_ready", "reason": reason});
+            (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+        }
+    }
 }
 
 async fn metrics(State(st): State<Arc<AppState>>) -> Response {

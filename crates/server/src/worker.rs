@@ -20,6 +20,15 @@ pub enum Command {
     Cancel(RequestId),
 }
 
+/// Held by the engine thread; clears the flag when the thread ends, by return or by panic.
+pub struct Alive(pub Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 struct Route {
     events: mpsc::UnboundedSender<Event>,
     n: usize,

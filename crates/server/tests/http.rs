@@ -79,6 +79,26 @@ fn dechunk(mut s: &str) -> String {
     out
 }
 
+/// The JSON chunks of a server-sent-event body, `[DONE]` left out.
+fn sse_chunks(text: &str) -> Vec<Value> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).expect("each chunk is JSON"))
+        .collect()
+}
+
+fn post_stream(addr: SocketAddr, body: &Value) -> (u16, String) {
+    let (s, _, text) = request(
+        addr,
+        "POST",
+        "/v1/completions",
+        Some("secret"),
+        body.to_string().as_bytes(),
+    );
+    (s, text)
+}
+
 fn post(addr: SocketAddr, path: &str, body: &Value) -> (u16, String, Value) {
     let (status, head, body) = request(
         addr,
@@ -208,15 +228,11 @@ fn streams_end_with_usage_and_done_and_replays_come_from_the_cache() {
         .filter_map(|l| l.strip_prefix("data: "))
         .collect();
     assert_eq!(datas.last(), Some(&"[DONE]"));
-    let usage: Value = serde_json::from_str(datas[datas.len() - 2]).unwrap();
-    let streamed: String = datas[..datas.len() - 2]
+    let chunks = sse_chunks(&text);
+    let usage = chunks.last().unwrap().clone();
+    let streamed: String = chunks
         .iter()
-        .map(|d| {
-            serde_json::from_str::<Value>(d).unwrap()["choices"][0]["text"]
-                .as_str()
-                .unwrap_or("")
-                .to_string()
-        })
+        .map(|c| c["choices"][0]["text"].as_str().unwrap_or("").to_string())
         .collect();
     let n_gen = usage["usage"]["completion_tokens"].as_u64().unwrap();
     assert!((1..=6).contains(&n_gen));
@@ -281,4 +297,146 @@ fn thirty_two_simultaneous_streams_all_complete_with_correct_usage() {
         metrics.contains("kiln_request_duration_seconds_count 32\n"),
         "{metrics}"
     );
+}
+
+#[test]
+fn prompt_lists_token_prompts_and_ignore_eos() {
+    let addr = serve(|_, _| {});
+    let tokens_of = |p: &str| {
+        let (_, _, v) = post(
+            addr,
+            "/v1/completions",
+            &json!({"prompt": p, "max_tokens": 0}),
+        );
+        v["usage"]["prompt_tokens"].as_u64().unwrap()
+    };
+    let (pa, pb) = (tokens_of("one two"), tokens_of("three four five"));
+    let body = json!({"prompt": ["one two", "three four five"], "n": 2, "max_tokens": 7,
+                      "ignore_eos": true, "temperature": 0, "echo": true});
+    let (s, _, v) = post(addr, "/v1/completions", &body);
+    assert_eq!(s, 200, "{v}");
+    let choices = v["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 4);
+    for (i, c) in choices.iter().enumerate() {
+        assert_eq!(c["index"], i);
+        let prompt = if i < 2 { "one two" } else { "three four five" };
+        assert!(c["text"].as_str().unwrap().starts_with(prompt), "{c}");
+        assert_eq!(c["finish_reason"], "length");
+    }
+    assert_eq!(v["usage"]["prompt_tokens"].as_u64(), Some(pa + pb));
+    assert_eq!(v["usage"]["completion_tokens"].as_u64(), Some(4 * 7));
+    // The same as a stream: every choice index appears and finishes once.
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    streamed["seed"] = json!(1); // a different body, so not a response-cache replay
+    let (s, text) = post_stream(addr, &streamed);
+    assert_eq!(s, 200);
+    let chunks = sse_chunks(&text);
+    let mut finished: Vec<u64> = chunks
+        .iter()
+        .filter(|c| c["choices"][0]["finish_reason"].is_string())
+        .map(|c| c["choices"][0]["index"].as_u64().unwrap())
+        .collect();
+    finished.sort_unstable();
+    assert_eq!(finished, vec![0, 1, 2, 3]);
+    let usage = &chunks.last().unwrap()["usage"];
+    assert_eq!(usage["completion_tokens"].as_u64(), Some(28), "{text}");
+    // Token-id prompts, alone and in a list.
+    let (s, _, v) = post(
+        addr,
+        "/v1/completions",
+        &json!({"prompt": [[5, 6, 7], [8, 9]], "max_tokens": 2}),
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["usage"]["prompt_tokens"].as_u64(), Some(5));
+    let (s, _, v) = post(
+        addr,
+        "/v1/completions",
+        &json!({"prompt": [5, 6, 7], "max_tokens": 2}),
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["usage"]["prompt_tokens"].as_u64(), Some(3));
+    // Bad prompt lists are refused without disturbing anything.
+    for bad in [
+        json!([]),
+        json!([[1, 2], []]),
+        json!([1_000_000]),
+        json!(vec!["x"; 17]),
+    ] {
+        let (s, _, v) = post(
+            addr,
+            "/v1/completions",
+            &json!({"prompt": bad, "max_tokens": 2}),
+        );
+        assert_eq!(s, 400, "{bad}: {v}");
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+    }
+    let (_, _, metrics) = request(addr, "GET", "/metrics", None, b"");
+    assert!(metrics.contains("kiln_kv_blocks_in_use 0"), "{metrics}");
+}
+
+#[test]
+fn include_usage_sends_a_last_chunk_without_choices() {
+    let addr = serve(|_, _| {});
+    let body = json!({"prompt": "x y", "max_tokens": 3, "stream": true,
+                      "stream_options": {"include_usage": true}});
+    let (s, text) = post_stream(addr, &body);
+    assert_eq!(s, 200);
+    let chunks = sse_chunks(&text);
+    let last = chunks.last().unwrap();
+    assert_eq!(last["choices"].as_array().map(Vec::len), Some(0), "{text}");
+    assert!(last["usage"]["completion_tokens"].as_u64().is_some());
+    let with_usage = chunks.iter().filter(|c| c.get("usage").is_some()).count();
+    assert_eq!(with_usage, 1, "{text}");
+}
+
+#[test]
+fn a_request_past_its_timeout_gets_408_and_a_stream_ends_with_an_error() {
+    let addr = serve(|s, _| s.request_timeout = Some(std::time::Duration::from_millis(1)));
+    let long = json!({"prompt": "a long one", "max_tokens": 200, "ignore_eos": true});
+    let (s, _, v) = post(addr, "/v1/completions", &long);
+    assert_eq!(s, 408, "{v}");
+    assert_eq!(v["error"]["type"], "timeout_error");
+    let mut streamed = long.clone();
+    streamed["stream"] = json!(true);
+    let (s, text) = post_stream(addr, &streamed);
+    assert_eq!(s, 200);
+    let chunks = sse_chunks(&text);
+    assert_eq!(
+        chunks.last().unwrap()["error"]["type"],
+        "timeout_error",
+        "{text}"
+    );
+    assert!(text.trim_end().ends_with("data: [DONE]"));
+    let (_, _, metrics) = request(addr, "GET", "/metrics", None, b"");
+    assert!(metrics.contains("kiln_kv_blocks_in_use 0"), "{metrics}");
+    assert!(
+        metrics.contains("kiln_requests_total{status=\"client_error\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn health_readiness_and_queue_time_metrics() {
+    let addr = serve(|_, _| {});
+    let (s, _, body) = request(addr, "GET", "/ready", None, b"");
+    assert_eq!((s, body.contains("\"ready\"")), (200, true), "{body}");
+    let (s, _, v) = post(
+        addr,
+        "/v1/completions",
+        &json!({"prompt": "q", "max_tokens": 2}),
+    );
+    assert_eq!(s, 200, "{v}");
+    let (_, _, metrics) = request(addr, "GET", "/metrics", None, b"");
+    assert!(
+        metrics.contains("kiln_queue_time_seconds_count 1\n"),
+        "{metrics}"
+    );
+    // A server whose queue takes nothing is alive but not ready.
+    let full = serve(|_, b| b.scheduler.max_queue = 0);
+    let (s, _, _) = request(full, "GET", "/health", None, b"");
+    assert_eq!(s, 200);
+    let (s, _, body) = request(full, "GET", "/health/ready", None, b"");
+    assert_eq!(s, 503, "{body}");
+    assert!(body.contains("queue"), "{body}");
 }
