@@ -115,6 +115,29 @@ def main() -> int:
         lambda: client.completions.create(model=model, prompt=prompt, max_tokens=10**9),
         "absurd max_tokens",
     )
+    # Ten chat turns: from turn 2 on, only the new messages are prefilled; the rest of the
+    # prompt comes from the prefix cache (whole KV blocks, so up to a block is recomputed).
+    block = 16
+    history = [{"role": "system", "content": "You are a terse assistant."}]
+    seen = 0
+    for turn in range(10):
+        history.append({"role": "user", "content": f"Turn {turn}: name a colour."})
+        r = client.chat.completions.create(
+            model=model, messages=history, max_tokens=12, temperature=0
+        )
+        history.append({"role": "assistant", "content": r.choices[0].message.content})
+        prompt = r.usage.prompt_tokens
+        cached = r.usage.prompt_tokens_details.cached_tokens
+        computed = prompt - cached
+        if turn > 0:
+            new = prompt - seen
+            check(
+                computed <= new + block,
+                f"turn {turn + 1}: {computed} prompt tokens computed, only {new} are new",
+            )
+        seen = prompt + r.usage.completion_tokens
+    print(f"ten-turn chat: the last turn computed {computed} of {prompt} prompt tokens")
+
     print(f"openai client {openai.__version__}: {checks} checks passed")
     return 0
 
