@@ -1,6 +1,7 @@
 //! Criterion bench of the f32 kernels on SmolLM2-135M shapes (d_model 576, d_ff 1536, 9 query
 //! heads / 3 KV heads of 64, 512 cached positions): RMSNorm, softmax, SiLU·mul, RoPE, and the
-//! attention row kernels. Each is reported as bytes/s and elements/s under the kernel family
+//! attention kernels (f32 rows, the f16 rows the KV cache stores, and the 16-query tile that
+//! prefill uses). Each is reported as bytes/s and elements/s under the kernel family
 //! `kernel_choice()` picks; run once plainly and once with `KILN_KERNELS=generic` to put every
 //! SIMD build beside the scalar reference (the family is part of every benchmark id).
 
@@ -83,6 +84,66 @@ fn bench(c: &mut Criterion) {
         n_pos * hd,
         || {
             ops::weighted_rows(black_box(&sc), &keys, kvd, hd, &mut o);
+        },
+    );
+
+    // The same over an f16 cache, one 16-position block at a time as decode reads it.
+    let block = 16;
+    let keys16: Vec<half::f16> = keys.iter().map(|&v| half::f16::from_f32(v)).collect();
+    let mut sc16 = vec![0.0; block];
+    case(
+        c,
+        "dot_rows_f16 512x64 (blocks of 16)",
+        2 * n_pos * hd,
+        n_pos * hd,
+        || {
+            for b in 0..n_pos / block {
+                ops::dot_rows_f16(
+                    black_box(&qh),
+                    &keys16,
+                    kvd,
+                    b * block * kvd + hd,
+                    &mut sc16,
+                );
+            }
+        },
+    );
+    let w16 = values(block, 9);
+    case(
+        c,
+        "add_weighted_rows_f16 512x64 (blocks of 16)",
+        2 * n_pos * hd,
+        n_pos * hd,
+        || {
+            for b in 0..n_pos / block {
+                ops::add_weighted_rows_f16(
+                    black_box(&w16),
+                    &keys16,
+                    kvd,
+                    b * block * kvd + hd,
+                    &mut o,
+                );
+            }
+        },
+    );
+
+    // Prefill: 15 queries (5 rows x 3 heads of a KV head) attend to 512 positions in chunks.
+    let queries: Vec<Vec<f32>> = (0..15).map(|i| values(hd, 10 + i)).collect();
+    let kv_k: Vec<f32> = values(n_pos * hd, 30);
+    let kv_v: Vec<f32> = values(n_pos * hd, 31);
+    let mut tile = ops::tile::QueryTile::new(hd);
+    let chunk = ops::tile::CHUNK;
+    case(
+        c,
+        "query_tile 15q x 512 positions",
+        2 * 4 * n_pos * hd,
+        15 * n_pos * hd,
+        || {
+            tile.reset(queries.iter().map(|q| (q.as_slice(), n_pos)), 0.125);
+            for p in (0..n_pos).step_by(chunk) {
+                let r = p * hd..(p + chunk) * hd;
+                tile.attend(p, black_box(&kv_k[r.clone()]), &kv_v[r], false);
+            }
         },
     );
 }
