@@ -213,52 +213,58 @@ impl Attention {
             }
             let n_pos = seq.pos0 + (row - first) + 1;
             let kvh = (h / group).min(self.n_head_kv - 1);
-            let mut qh = [0f32; MAX_HEAD_DIM];
-            let qh = &mut qh[..hd];
-            qh.copy_from_slice(&q[row * qd + h * hd..row * qd + (h + 1) * hd]);
-            if T::ROUND {
-                ops::round_to_f16_in_place(qh);
-            }
-            let mut acc = [0f32; MAX_HEAD_DIM];
-            let acc = &mut acc[..hd];
-            let mut part = [0f32; MAX_HEAD_DIM];
-            let part = &mut part[..hd];
-            let (mut max, mut sum) = (f32::NEG_INFINITY, 0f32);
-            let mut scores = [0f32; MAX_BLOCK_SIZE];
-            // Online softmax, one KV block at a time.
-            for (bi, &b) in seq.blocks[..n_pos.div_ceil(block_size)].iter().enumerate() {
-                let n = block_size.min(n_pos - bi * block_size);
-                let scores = &mut scores[..n];
-                let base = b as usize * block_size * kvd + kvh * hd;
-                T::dot_rows(qh, keys, kvd, base, scores);
-                let mut tile_max = f32::NEG_INFINITY;
-                for s in scores.iter_mut() {
-                    *s *= scale;
-                    tile_max = tile_max.max(*s);
+            let blocks = &seq.blocks[..n_pos.div_ceil(block_size)];
+            ROW_SCRATCH.with(|cell| {
+                let mut guard = cell.borrow_mut();
+                let RowScratch {
+                    q: qh,
+                    scores,
+                    acc,
+                    part,
+                } = &mut *guard;
+                qh.clear();
+                qh.extend_from_slice(&q[row * qd + h * hd..row * qd + (h + 1) * hd]);
+                if T::ROUND {
+                    ops::round_to_f16_in_place(qh);
                 }
-                if tile_max > max {
-                    // Rescale what was accumulated under the old maximum.
-                    let f = (max - tile_max).exp();
-                    acc.iter_mut().for_each(|a| *a *= f);
-                    sum *= f;
-                    max = tile_max;
+                // Two passes over the blocks: every score first, so the softmax is one
+                // vectorized exp over the whole context (no per-block rescaling), then the
+                // weighted values.
+                scores.resize(n_pos, 0.0);
+                for (bi, &b) in blocks.iter().enumerate() {
+                    let n = block_size.min(n_pos - bi * block_size);
+                    let base = b as usize * block_size * kvd + kvh * hd;
+                    T::dot_rows(qh, keys, kvd, base, &mut scores[bi * block_size..][..n]);
                 }
+                let max = scores.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) * scale;
                 if !max.is_finite() {
-                    continue;
+                    o.fill(0.0);
+                    return;
                 }
-                for s in scores.iter_mut() {
-                    *s = (*s - max).exp();
-                    sum += *s;
-                }
+                let sum = ops::exp::exp_shifted_sum(scores, scale, max);
                 if T::ROUND {
                     ops::round_to_f16_in_place(scores);
                 }
-                T::add_weighted_rows(scores, values, kvd, base, acc, part);
-            }
-            let inv = if sum > 0.0 { 1.0 / sum } else { 0.0 };
-            for (d, &a) in o.iter_mut().zip(acc.iter()) {
-                *d = a * inv;
-            }
+                acc.clear();
+                acc.resize(hd, 0.0);
+                part.resize(hd, 0.0);
+                for (bi, &b) in blocks.iter().enumerate() {
+                    let n = block_size.min(n_pos - bi * block_size);
+                    let base = b as usize * block_size * kvd + kvh * hd;
+                    T::add_weighted_rows(
+                        &scores[bi * block_size..][..n],
+                        values,
+                        kvd,
+                        base,
+                        acc,
+                        part,
+                    );
+                }
+                let inv = if sum > 0.0 { 1.0 / sum } else { 0.0 };
+                for (d, &a) in o.iter_mut().zip(acc.iter()) {
+                    *d = a * inv;
+                }
+            });
         });
     }
 }
@@ -352,7 +358,18 @@ impl Attention {
     }
 }
 
+/// Per-thread buffers of the one-query-at-a-time path, reused across calls.
+#[derive(Default)]
+struct RowScratch {
+    q: Vec<f32>,
+    /// One score (then softmax weight) per visible position.
+    scores: Vec<f32>,
+    acc: Vec<f32>,
+    part: Vec<f32>,
+}
+
 thread_local! {
+    static ROW_SCRATCH: RefCell<RowScratch> = RefCell::new(RowScratch::default());
     /// Per-thread query tile and query/key/value buffers of `run_tiles`, reused across calls.
     static TILE_SCRATCH: RefCell<(Option<QueryTile>, Vec<f32>)> =
         const { RefCell::new((None, Vec::new())) };

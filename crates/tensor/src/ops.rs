@@ -366,6 +366,7 @@ macro_rules! dispatch_fma {
 
 pub(crate) use dispatch_fma;
 
+pub mod exp;
 pub mod tile;
 
 /// Dot product of two f32 slices (over the shorter length), with the kernel family chosen

@@ -1,35 +1,11 @@
 //! Element-wise parts of the recurrent cells (LSTM and GRU state updates) with a vectorizable
 //! `exp`, so the gate non-linearities run as SIMD instead of one libm call per value.
 //!
-//! `exp` is range-reduced to `2^n · e^r` (`|r| ≤ ln2/2`) with a degree-6 polynomial for `e^r`
-//! (Cephes' `expf` coefficients): within 2 ulp of libm over the range the cells use, which
-//! keeps the RTNeural conformance tests (1e-6 absolute) passing. The scalar references use
-//! libm (`f32::exp`, `f32::tanh`); tests compare every family against them.
+//! `exp` is [`crate::ops::exp::exp_fast`]: within 2 ulp of libm over the range the cells use,
+//! which keeps the RTNeural conformance tests (1e-6 absolute) passing. The scalar references
+//! use libm (`f32::exp`, `f32::tanh`); tests compare every family against them.
 
-#[inline(always)]
-pub(crate) fn exp_fast(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    // 1.5 · 2^23: adding it leaves round-to-even(x·log2e) in the low mantissa bits, so n and
-    // 2^n come from bit operations alone (float→int casts would stop vectorization).
-    const MAGIC: f32 = 12_582_912.0;
-    let x = x.clamp(-87.0, 88.0);
-    let t = x * LOG2E + MAGIC;
-    let n = t - MAGIC;
-    let r = x - n * LN2_HI - n * LN2_LO;
-    let p = 1.987_569_1e-4f32;
-    let p = p * r + 1.398_199_9e-3;
-    let p = p * r + 8.333_452e-3;
-    let p = p * r + 4.166_579_6e-2;
-    let p = p * r + 1.666_666_5e-1;
-    let p = p * r + 0.5;
-    let e = p * r * r + r + 1.0;
-    // n is in [-126, 127] after the clamp; its bits sit in t's low mantissa.
-    let ni = t.to_bits().wrapping_sub(MAGIC.to_bits());
-    let scale = f32::from_bits(ni.wrapping_add(127) << 23);
-    e * scale
-}
+use crate::ops::exp::exp_fast;
 
 #[inline(always)]
 fn sigmoid_fast(x: f32) -> f32 {

@@ -161,7 +161,7 @@ fn attend_body<const FUSED: bool>(
     let mut rescale = false;
     for l in 0..LANES {
         if new_max[l] > t.max[l] && t.max[l] != f32::NEG_INFINITY {
-            factor[l] = crate::rnn_cell::exp_fast(t.max[l] - new_max[l]);
+            factor[l] = super::exp::exp_fast(t.max[l] - new_max[l]);
             rescale = true;
         }
     }
@@ -182,7 +182,7 @@ fn attend_body<const FUSED: bool>(
             pj[l] = if sj[l] == f32::NEG_INFINITY {
                 0.0
             } else {
-                crate::rnn_cell::exp_fast(sj[l] - new_max[l])
+                super::exp::exp_fast(sj[l] - new_max[l])
             };
             sum[l] += pj[l];
         }

@@ -1,0 +1,129 @@
+//! The one vectorizable `exp` of kiln and the kernels built on it: `exp` range-reduced to
+//! `2^n · e^r` (`|r| ≤ ln2/2`) with a degree-6 polynomial for `e^r` (Cephes' `expf`
+//! coefficients), within 2 ulp of libm over `[-80, 88)` (below, results turn subnormal and
+//! lose relative precision, never sign or finiteness; inputs are clamped to `[-87, 88]`),
+//! written with float operations and bit casts only so loops over it compile to SIMD; and the
+//! unnormalized softmax weights that single-query attention needs.
+
+#[inline(always)]
+pub(crate) fn exp_fast(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // 1.5 · 2^23: adding it leaves round-to-even(x·log2e) in the low mantissa bits, so n and
+    // 2^n come from bit operations alone (float→int casts would stop vectorization).
+    const MAGIC: f32 = 12_582_912.0;
+    let x = x.clamp(-87.0, 88.0);
+    let t = x * LOG2E + MAGIC;
+    let n = t - MAGIC;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let p = 1.987_569_1e-4f32;
+    let p = p * r + 1.398_199_9e-3;
+    let p = p * r + 8.333_452e-3;
+    let p = p * r + 4.166_579_6e-2;
+    let p = p * r + 1.666_666_5e-1;
+    let p = p * r + 0.5;
+    let e = p * r * r + r + 1.0;
+    // n is in [-126, 127] after the clamp; its bits sit in t's low mantissa.
+    let ni = t.to_bits().wrapping_sub(MAGIC.to_bits());
+    let scale = f32::from_bits(ni.wrapping_add(127) << 23);
+    e * scale
+}
+
+/// `x[i] = exp(x[i] · scale − shift)` for every element; returns their sum. With `shift` the
+/// maximum of `x · scale` these are a softmax's weights before normalization (each ≤ 1).
+pub fn exp_shifted_sum(x: &mut [f32], scale: f32, shift: f32) -> f32 {
+    super::dispatch_fma!(
+        {
+            let mut sum = 0.0;
+            for v in x.iter_mut() {
+                *v = (*v * scale - shift).exp();
+                sum += *v;
+            }
+            sum
+        },
+        x86::exp_shifted_sum_avx2,
+        x86::exp_shifted_sum_avx512,
+        (x, scale, shift)
+    )
+}
+
+/// Lanes of independent partial sums, so the loop vectorizes without a serial dependency.
+const SUM_LANES: usize = 16;
+
+#[inline(always)]
+fn exp_shifted_sum_fast(x: &mut [f32], scale: f32, shift: f32) -> f32 {
+    let mut acc = [0.0f32; SUM_LANES];
+    let mut chunks = x.chunks_exact_mut(SUM_LANES);
+    for c in &mut chunks {
+        for (v, a) in c.iter_mut().zip(acc.iter_mut()) {
+            *v = exp_fast(*v * scale - shift);
+            *a += *v;
+        }
+    }
+    let mut sum: f32 = acc.iter().sum();
+    for v in chunks.into_remainder() {
+        *v = exp_fast(*v * scale - shift);
+        sum += *v;
+    }
+    sum
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    #[target_feature(enable = "avx2,fma")]
+    pub fn exp_shifted_sum_avx2(x: &mut [f32], scale: f32, shift: f32) -> f32 {
+        super::exp_shifted_sum_fast(x, scale, shift)
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+    pub fn exp_shifted_sum_avx512(x: &mut [f32], scale: f32, shift: f32) -> f32 {
+        super::exp_shifted_sum_fast(x, scale, shift)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_fast_is_within_a_few_ulp_of_libm_and_saturates() {
+        let mut worst = 0.0f32;
+        for i in -80_000..=87_900 {
+            let x = i as f32 * 0.001;
+            worst = worst.max((exp_fast(x) - x.exp()).abs() / x.exp());
+        }
+        assert!(worst < 3e-7, "relative error {worst}");
+        assert!(exp_fast(-1000.0).is_finite() && exp_fast(-1000.0) >= 0.0);
+        assert!(exp_fast(1000.0).is_finite());
+    }
+
+    #[test]
+    fn every_family_matches_the_libm_reference() {
+        for n in [0usize, 1, 15, 16, 17, 100, 513] {
+            let x: Vec<f32> = (0..n)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.3)
+                .collect();
+            let scale = 0.125;
+            let shift = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v * scale));
+            let mut want = x.clone();
+            let want_sum: f32 = want
+                .iter_mut()
+                .map(|v| {
+                    *v = (*v * scale - shift).exp();
+                    *v
+                })
+                .sum();
+            let mut fast = x.clone();
+            let sum = exp_shifted_sum_fast(&mut fast, scale, shift);
+            let mut dispatched = x.clone();
+            let dsum = exp_shifted_sum(&mut dispatched, scale, shift);
+            for ((a, b), c) in fast.iter().zip(&want).zip(&dispatched) {
+                assert!((a - b).abs() <= 1e-6 * b.max(1e-30), "n={n}: {a} vs {b}");
+                assert!((c - b).abs() <= 1e-6 * b.max(1e-30), "n={n}: {c} vs {b}");
+            }
+            assert!((sum - want_sum).abs() <= 1e-5 * want_sum.max(1.0), "n={n}");
+            assert!((dsum - want_sum).abs() <= 1e-5 * want_sum.max(1.0), "n={n}");
+        }
+    }
+}
