@@ -1,6 +1,6 @@
 //! `kiln compare`: side-by-side throughput from several benchmark JSON files — kiln bench's
 //! own and llama-bench's `-o json` — with ratios against the first, and an optional SVG bar
-//! chart.
+//! chart; or several `kiln bench-serve` reports, per concurrency level.
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -40,6 +40,12 @@ pub struct Series {
 }
 
 pub fn main(args: CompareArgs) -> Result<()> {
+    if let Some(serve) = serve_reports(&args.files)? {
+        if args.plot.is_some() {
+            bail!("--plot draws kiln bench / llama-bench throughput only, not bench-serve files");
+        }
+        return crate::common::print_stdout(&serve_table(&serve));
+    }
     let series = args
         .files
         .iter()
@@ -52,6 +58,80 @@ pub fn main(args: CompareArgs) -> Result<()> {
         eprintln!("kiln compare: wrote {}", svg_path.display());
     }
     Ok(())
+}
+
+/// The files as `kiln bench-serve` reports, if every one is; `None` if none is.
+fn serve_reports(files: &[PathBuf]) -> Result<Option<Vec<(String, Value)>>> {
+    let mut out = Vec::new();
+    for p in files {
+        let text =
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+        let v: Value = match serde_json::from_str(&text) {
+            Ok(v) => v,
+            Err(_) => continue, // not JSON at all: `load` reports it
+        };
+        if v["kind"] == "bench-serve" {
+            out.push((label(p), v));
+        }
+    }
+    match out.len() {
+        0 => Ok(None),
+        n if n == files.len() => Ok(Some(out)),
+        _ => bail!("cannot compare bench-serve files with kiln bench / llama-bench files"),
+    }
+}
+
+fn label(p: &Path) -> String {
+    p.file_stem().map_or_else(
+        || p.display().to_string(),
+        |s| s.to_string_lossy().into_owned(),
+    )
+}
+
+/// One row per concurrency level and file: throughput (ratio against the first file) and
+/// latency percentiles.
+fn serve_table(reports: &[(String, Value)]) -> String {
+    let mut s = String::from(
+        "| concurrency | file | gen tok/s | ratio | TTFT p50 / p99 ms | ITL p50 / p99 ms | E2E p99 ms | ok/req |\n| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+    );
+    let level = |v: &Value, c: u64| -> Option<Value> {
+        v["levels"]
+            .as_array()?
+            .iter()
+            .find(|l| l["concurrency"].as_u64() == Some(c))
+            .cloned()
+    };
+    let mut levels: Vec<u64> = reports
+        .iter()
+        .flat_map(|(_, v)| v["levels"].as_array().cloned().unwrap_or_default())
+        .filter_map(|l| l["concurrency"].as_u64())
+        .collect();
+    levels.sort_unstable();
+    levels.dedup();
+    for c in levels {
+        let base = level(&reports[0].1, c).and_then(|l| l["gen_tokens_per_s"].as_f64());
+        for (name, v) in reports {
+            let Some(l) = level(v, c) else {
+                continue;
+            };
+            let tps = l["gen_tokens_per_s"].as_f64().unwrap_or(0.0);
+            let ratio = base
+                .filter(|b| *b > 0.0)
+                .map_or("-".into(), |b| format!("{:.2}", tps / b));
+            let _ = writeln!(
+                s,
+                "| {c} | {name} | {tps:.1} | {ratio} | {} / {} | {} / {} | {} | {}/{} |",
+                l["ttft_ms"]["p50"],
+                l["ttft_ms"]["p99"],
+                l["itl_ms"]["p50"],
+                l["itl_ms"]["p99"],
+                l["e2e_ms"]["p99"],
+                l["ok"],
+                l["requests"]
+            );
+        }
+    }
+    s
 }
 
 /// Reads either format; records without a usable test (e.g. pp0+tg0) are skipped.

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod bench_serve;
 mod calibrate;
 mod chat;
 mod common;
@@ -48,6 +49,8 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Measure prompt-processing and generation speed (llama-bench style).
     Bench(bench::BenchArgs),
+    /// Load an OpenAI-compatible server and report latency percentiles and throughput.
+    BenchServe(bench_serve::BenchServeArgs),
     /// Quantize a GGUF model with a per-tensor error report.
     Quantize(quantize::QuantizeArgs),
     /// Collect an importance matrix (imatrix GGUF) by running a model over a text.
@@ -71,6 +74,7 @@ fn main() -> ExitCode {
         Command::Perplexity(a) => perplexity::main(a),
         Command::Inspect(a) => inspect::main(a),
         Command::Bench(a) => bench::main(a),
+        Command::BenchServe(a) => bench_serve::main(a),
         Command::Compare(a) => compare::main(a),
         Command::Quantize(a) => quantize::main(a),
         Command::Calibrate(a) => calibrate::main(a),

@@ -1,5 +1,6 @@
 //! `kiln serve` as a process: it prints the address it bound (port 0 picks a free one), serves,
-//! and on SIGTERM stops accepting while the requests in flight run to completion.
+//! and on SIGTERM stops accepting while the requests in flight run to completion; `kiln
+//! bench-serve` drives it and `kiln compare` reads the reports.
 
 use kiln_models::tiny::{write_tiny_llama, TinySpec};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -85,4 +86,98 @@ fn sigterm_lets_the_stream_in_flight_finish_then_exits_cleanly() {
         TcpStream::connect(addr).is_err(),
         "still accepting after exit"
     );
+}
+
+fn kiln(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(args)
+        .output()
+        .expect("kiln runs")
+}
+
+#[test]
+fn bench_serve_drives_kiln_serve_and_compare_reads_its_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("tiny.gguf");
+    std::fs::write(&model, write_tiny_llama(&TinySpec::default()).unwrap()).unwrap();
+    let (mut child, addr) = spawn_server(&model, &["--parallel", "4"]);
+    let url = format!("http://{addr}");
+    let reports: Vec<std::path::PathBuf> = (0..2)
+        .map(|i| {
+            let out = dir.path().join(format!("serve{i}.json"));
+            let o = kiln(&[
+                "bench-serve",
+                "--url",
+                &url,
+                "--concurrency",
+                "1,4",
+                "--requests",
+                "6",
+                "--prompt-tokens",
+                "20",
+                "--max-tokens",
+                "5",
+                "-o",
+                out.to_str().unwrap(),
+            ]);
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            out
+        })
+        .collect();
+    let _ = child.kill();
+    let _ = child.wait();
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&reports[0]).unwrap()).unwrap();
+    let levels = v["levels"].as_array().unwrap();
+    assert_eq!(levels.len(), 2);
+    for l in levels {
+        assert_eq!(
+            (l["ok"].as_u64(), l["failed"].as_u64()),
+            (Some(6), Some(0)),
+            "{l}"
+        );
+        // ignore_eos: every request generates exactly max_tokens.
+        assert_eq!(l["completion_tokens"].as_u64(), Some(30), "{l}");
+        for m in ["ttft_ms", "itl_ms", "e2e_ms"] {
+            let p = &l[m];
+            let (a, b, c) = (
+                p["p50"].as_f64().unwrap(),
+                p["p95"].as_f64().unwrap(),
+                p["p99"].as_f64().unwrap(),
+            );
+            assert!(0.0 <= a && a <= b && b <= c, "{m}: {p}");
+        }
+    }
+    let o = kiln(&[
+        "compare",
+        reports[0].to_str().unwrap(),
+        reports[1].to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(table.contains("| 4 | serve1 |"), "{table}");
+}
+
+#[test]
+fn bench_serve_reports_bad_targets_clearly() {
+    // A port nothing listens on: bind one, then free it.
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let o = kiln(&[
+        "bench-serve",
+        "--url",
+        &format!("http://{free}"),
+        "--requests",
+        "1",
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("connecting to"), "{err}");
+    let o = kiln(&["bench-serve", "--url", "https://example.invalid"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("https is not supported"));
+    let o = kiln(&["bench-serve", "--url", "http://x", "--concurrency", "two"]);
+    assert_eq!(o.status.code(), Some(2));
 }
