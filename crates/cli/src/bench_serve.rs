@@ -123,6 +123,9 @@ async fn run(args: BenchServeArgs, target: Target) -> Result<Value> {
         Some(m) => m.clone(),
         None => first_model(&target).await?,
     };
+    let run_id = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
     let mut levels = Vec::new();
     for &c in &args.concurrency {
         let bar = indicatif::ProgressBar::new(args.requests as u64);
@@ -151,7 +154,7 @@ async fn run(args: BenchServeArgs, target: Target) -> Result<Value> {
                     if i >= n {
                         break;
                     }
-                    let body = json!({"model": model, "prompt": prompt(c, i, pt),
+                    let body = json!({"model": model, "prompt": prompt(run_id, c, i, pt),
                         "max_tokens": mt, "temperature": 0, "stream": true, "ignore_eos": true,
                         "stream_options": {"include_usage": true}});
                     out.push(one_request(&target, &body).await);
@@ -184,14 +187,16 @@ async fn run(args: BenchServeArgs, target: Target) -> Result<Value> {
     Ok(report)
 }
 
-/// About `tokens` tokens of text unique to (level, request), so no cache answers it.
-fn prompt(level: usize, i: usize, tokens: usize) -> String {
+/// About `tokens` tokens of text unique to (run, level, request), so no cache answers it,
+/// not even one warmed by an earlier run against the same server.
+fn prompt(run: u64, level: usize, i: usize, tokens: usize) -> String {
     const WORDS: [&str; 16] = [
         "river", "stone", "lamp", "garden", "copper", "window", "forest", "signal", "harbor",
         "valley", "paper", "engine", "meadow", "silver", "bridge", "planet",
     ];
-    let mut s = format!("Request {level}-{i}:");
-    let mut x = (level as u64 * 1_000_003 + i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut s = format!("Request {run:x}-{level}-{i}:");
+    let mut x =
+        (run ^ (level as u64 * 1_000_003 + i as u64)).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     for _ in 0..tokens.saturating_sub(6) {
         x ^= x << 13;
         x ^= x >> 7;
@@ -507,8 +512,9 @@ mod tests {
 
     #[test]
     fn prompts_differ_per_request_and_have_about_the_asked_length() {
-        let (a, b) = (prompt(4, 0, 64), prompt(4, 1, 64));
+        let (a, b) = (prompt(7, 4, 0, 64), prompt(7, 4, 1, 64));
         assert_ne!(a, b);
+        assert_ne!(a, prompt(8, 4, 0, 64), "another run, another prompt");
         assert_eq!(a.split_whitespace().count(), 2 + 58);
     }
 }
