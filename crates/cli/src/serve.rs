@@ -34,6 +34,10 @@ pub struct ServeArgs {
     /// Requests waiting beyond the running ones; more get 429.
     #[arg(long, default_value_t = 64)]
     pub max_queue: usize,
+    /// While nothing runs, hold the first waiting request up to this many milliseconds for a
+    /// fuller first batch (Triton's max queue delay; 0 = start at once).
+    #[arg(long, default_value_t = 0)]
+    pub max_queue_delay_ms: u64,
     /// Prompt tokens a step may add next to the decode rows (chunked prefill).
     #[arg(long, default_value_t = 256)]
     pub batch_tokens: usize,
@@ -74,6 +78,7 @@ pub fn main(args: ServeArgs) -> Result<()> {
     let mut batch = BatchConfig::for_slots(args.parallel, n_ctx);
     batch.scheduler.max_queue = args.max_queue;
     batch.scheduler.token_budget = args.batch_tokens;
+    batch.scheduler.max_queue_delay = Duration::from_millis(args.max_queue_delay_ms);
     let name = args
         .model
         .model

@@ -100,7 +100,9 @@ fn bench_serve_drives_kiln_serve_and_compare_reads_its_reports() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("tiny.gguf");
     std::fs::write(&model, write_tiny_llama(&TinySpec::default()).unwrap()).unwrap();
-    let (mut child, addr) = spawn_server(&model, &["--parallel", "4"]);
+    // A queue delay makes the first batch wait for company (all must still finish).
+    let (mut child, addr) =
+        spawn_server(&model, &["--parallel", "4", "--max-queue-delay-ms", "20"]);
     let url = format!("http://{addr}");
     let reports: Vec<std::path::PathBuf> = (0..2)
         .map(|i| {
