@@ -28,7 +28,8 @@ pub struct ServerConfig {
     pub limits: Limits,
     pub cache_capacity: usize,
     pub cache_ttl: Duration,
-    /// Requests still running this long after submission finish with reason `timeout`.
+    /// Requests still queued or running this long after submission are ended: 408 in
+    /// OpenAI's error shape, or an error chunk ending the stream.
     pub request_timeout: Option<Duration>,
 }
 
