@@ -48,10 +48,10 @@ pub fn unpack_q6_K(b: &BlockQ6_K) -> [i8; QK_K] {
     out
 }
 
-/// ggml's `make_qx_quants` with `rmse_type = 1` and no importance weights: a symmetric
-/// `nmax`-level grid, trying 18 scales around `−nmax/max` with x²-weighted least squares.
-/// Fills `l` with `q + nmax` and returns the scale.
-pub(crate) fn make_qx_quants(x: &[f32], l: &mut [u8], nmax: i32) -> f32 {
+/// ggml's `make_qx_quants` with `rmse_type = 1`: a symmetric `nmax`-level grid, trying 18
+/// scales around `−nmax/max` with least squares weighted by `weights` (one per element;
+/// `None` = x², the reference's choice). Fills `l` with `q + nmax` and returns the scale.
+pub(crate) fn fit_symmetric(x: &[f32], weights: Option<&[f32]>, l: &mut [u8], nmax: i32) -> f32 {
     let n = x.len().min(l.len());
     let (x, l) = (&x[..n], &mut l[..n]);
     let mut max = 0.0f32;
@@ -70,10 +70,11 @@ pub(crate) fn make_qx_quants(x: &[f32], l: &mut [u8], nmax: i32) -> f32 {
     let quant = |iscale: f32, v: f32| nearest_int(iscale * v).clamp(-nmax, nmax - 1);
     let mut iscale = -nmax_f / max;
     let (mut sumlx, mut suml2) = (0.0f32, 0.0f32);
-    for (li, &v) in l.iter_mut().zip(x) {
+    let weight = |j: usize, v: f32| weights.map_or(v * v, |w| w[j]);
+    for (j, (li, &v)) in l.iter_mut().zip(x).enumerate() {
         let q = quant(iscale, v);
         *li = (q + nmax) as u8;
-        let w = v * v;
+        let w = weight(j, v);
         sumlx += w * v * q as f32;
         suml2 += w * q as f32 * q as f32;
     }
@@ -86,9 +87,9 @@ pub(crate) fn make_qx_quants(x: &[f32], l: &mut [u8], nmax: i32) -> f32 {
         iscale = -(nmax_f + 0.1 * is as f32) / max;
         sumlx = 0.0;
         suml2 = 0.0;
-        for &v in x.iter() {
+        for (j, &v) in x.iter().enumerate() {
             let q = quant(iscale, v) as f32;
-            let w = v * v;
+            let w = weight(j, v);
             sumlx += w * v * q;
             suml2 += w * q * q;
         }
@@ -105,13 +106,30 @@ pub(crate) fn make_qx_quants(x: &[f32], l: &mut [u8], nmax: i32) -> f32 {
 
 /// Quantizes one super-block as ggml's `quantize_row_q6_K_ref`.
 pub fn quantize_block_q6_K(x: &[f32; QK_K]) -> BlockQ6_K {
+    quantize_block_q6_K_weighted(x, None, 1.0)
+}
+
+/// [`quantize_block_q6_K`] with the sub-block scales fitted to `importance` (least squares
+/// weighted by it instead of x²) and the super-block scale multiplied by `d_factor` before the
+/// sub-block scales are rounded to it. `(None, 1.0)` is the reference.
+pub fn quantize_block_q6_K_weighted(
+    x: &[f32; QK_K],
+    importance: Option<&[f32; QK_K]>,
+    d_factor: f32,
+) -> BlockQ6_K {
     let mut y = BlockQ6_K::default();
     let mut l = [0u8; QK_K];
     let mut scales = [0.0f32; QK_K / 16];
     let mut max_scale = 0.0f32;
     let mut max_abs_scale = 0.0f32;
     for (ib, s) in scales.iter_mut().enumerate() {
-        *s = make_qx_quants(&x[16 * ib..16 * ib + 16], &mut l[16 * ib..16 * ib + 16], 32);
+        let r = 16 * ib..16 * ib + 16;
+        *s = fit_symmetric(
+            &x[r.clone()],
+            importance.map(|w| &w[r.clone()]),
+            &mut l[r],
+            32,
+        );
         if s.abs() > max_abs_scale {
             max_abs_scale = s.abs();
             max_scale = *s;
@@ -120,10 +138,10 @@ pub fn quantize_block_q6_K(x: &[f32; QK_K]) -> BlockQ6_K {
     if max_abs_scale < 1e-15 {
         return y;
     }
-    let iscale = -128.0 / max_scale;
+    let iscale = -128.0 / (max_scale * d_factor);
     y.d = f32_to_f16(1.0 / iscale);
     for (q, s) in y.scales.iter_mut().zip(&scales) {
-        *q = nearest_int(iscale * s).min(127) as i8;
+        *q = nearest_int(iscale * s).clamp(-128, 127) as i8;
     }
     for j in 0..QK_K / 16 {
         let d = f16_to_f32(y.d) * y.scales[j] as f32;

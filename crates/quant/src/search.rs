@@ -10,11 +10,13 @@
 //! costs less than the coarser step would (a low-importance channel), never blindly: measured on
 //! SmolLM2, blind clipping at the 99.9th percentile of each row more than doubled perplexity.
 //!
-//! Searched types: Q4_0, Q4_1, Q8_0 (candidate scales), Q4_K with an importance matrix (ggml's
-//! reference next to its sub-block search with the importance folded into the weights). Q6_K and
-//! unweighted Q4_K use ggml's reference quantizer (scales already fitted per 16/32-element
-//! sub-block); with clipping, each super-block keeps the better of the reference on the raw and
-//! on the clipped values. Float types are conversions.
+//! Searched types: Q4_0, Q4_1, Q8_0 (candidate scales); with an importance matrix also Q4_K
+//! (ggml's reference next to its sub-block search with the importance folded into the weights)
+//! and Q6_K (sub-block scales fitted by importance-weighted least squares, under five
+//! super-block scales, next to the reference). Without one, Q4_K and Q6_K use ggml's reference
+//! quantizer (scales already fitted per 16/32-element sub-block); with clipping, each
+//! super-block keeps the better of the reference on the raw and on the clipped values. Float
+//! types are conversions.
 
 use crate::common::{blocks_mut_apply, f16_to_f32, f32_to_f16};
 use crate::error::QuantError;
@@ -92,6 +94,9 @@ pub fn quantize_row_searched(
         QuantType::Q4_K if opts.importance.is_some() => {
             search_q4_k(src, opts.importance, clip, dst)?
         }
+        QuantType::Q6_K if opts.importance.is_some() => {
+            search_q6_k(src, opts.importance, clip, dst)?
+        }
         _ => match clip {
             None => quantize_row(ty, src, dst)?,
             Some(t) => reference_or_clipped(ty, src, opts.importance, t, dst)?,
@@ -130,6 +135,54 @@ fn search_q4_k(
             for c in cands {
                 dequantize_row_q4_K(std::slice::from_ref(&c), &mut deq);
                 let err = weighted_err(x, w.unwrap_or(&[1.0; QK_K]), |j| deq[j]);
+                if err < best.0 {
+                    best = (err, c);
+                }
+            }
+            *y = best.1;
+        }
+    });
+    Ok(())
+}
+
+/// Super-block scale factors Q6_K tries around the largest sub-block scale: a slightly larger
+/// step can round the other fifteen sub-block scales better.
+const Q6_K_D_FACTORS: [f32; 5] = [1.0, 0.97, 1.03, 0.94, 1.06];
+
+/// Q6_K with an importance matrix: per super-block the best, by weighted error after every
+/// rounding the block stores, of ggml's reference, importance-fitted sub-block scales under
+/// several super-block scales, and (with `clip`) the reference on the clipped values.
+fn search_q6_k(
+    src: &[f32],
+    importance: Option<&[f32]>,
+    clip: Option<f32>,
+    dst: &mut [u8],
+) -> Result<(), QuantError> {
+    use crate::q6_k::{dequantize_row_q6_K, quantize_block_q6_K_weighted, BlockQ6_K};
+    use crate::q8_k::QK_K;
+    blocks_mut_apply(dst, |out: &mut [BlockQ6_K]| {
+        let mut deq = [0.0f32; QK_K];
+        for (i, (x, y)) in src.chunks_exact(QK_K).zip(out.iter_mut()).enumerate() {
+            let Ok(x) = <&[f32; QK_K]>::try_from(x) else {
+                continue;
+            };
+            let w = importance
+                .and_then(|w| <&[f32; QK_K]>::try_from(&w[i * QK_K..(i + 1) * QK_K]).ok());
+            let mut cands = vec![quantize_block_q6_K_weighted(x, None, 1.0)];
+            cands.extend(
+                Q6_K_D_FACTORS
+                    .iter()
+                    .map(|&f| quantize_block_q6_K_weighted(x, w, f)),
+            );
+            if let Some(t) = clip {
+                let xc: [f32; QK_K] = std::array::from_fn(|j| x[j].clamp(-t, t));
+                cands.push(quantize_block_q6_K_weighted(&xc, None, 1.0));
+            }
+            let weights: &[f32] = w.map_or(&[1.0; QK_K], |w| &w[..]);
+            let mut best = (f64::INFINITY, cands[0]);
+            for c in cands {
+                dequantize_row_q6_K(std::slice::from_ref(&c), &mut deq);
+                let err = weighted_err(x, weights, |j| deq[j]);
                 if err < best.0 {
                     best = (err, c);
                 }

@@ -59,6 +59,7 @@ fn weighted_search_never_worse_than_round_to_nearest() {
         QuantType::Q4_1,
         QuantType::Q8_0,
         QuantType::Q4_K,
+        QuantType::Q6_K,
     ] {
         for trial in 0..20 {
             let n = ty.block_size().max(32) * (1 + trial % 7);
@@ -97,7 +98,12 @@ fn weighted_search_improves_on_average() {
     let n = 32 * 64;
     let x = rng.vec(n, 0.05);
     let w: Vec<f32> = (0..n).map(|_| rng.uniform().abs() * 10.0).collect();
-    for ty in [QuantType::Q4_0, QuantType::Q4_1, QuantType::Q4_K] {
+    for ty in [
+        QuantType::Q4_0,
+        QuantType::Q4_1,
+        QuantType::Q4_K,
+        QuantType::Q6_K,
+    ] {
         let plain = roundtrip(ty, &x, None);
         let opts = SearchOptions {
             importance: Some(&w),
