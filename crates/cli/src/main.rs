@@ -84,8 +84,46 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_chain(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The error and its causes joined by `: `, each said once: library errors name their path
+/// and include their cause (so they read well alone), which the chain would otherwise repeat
+/// after the command's own context ("loading X: X: No such file …: No such file …").
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        let last = out.rsplit(' ').next().unwrap_or("");
+        let text = match text.strip_prefix(last).and_then(|t| t.strip_prefix(": ")) {
+            Some(rest) if !last.is_empty() => rest.to_string(),
+            _ => text,
+        };
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_chain;
+
+    #[test]
+    fn error_chains_say_each_part_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file");
+        let lib = anyhow::Error::new(io).context("/m.json: No such file");
+        let e = lib.context("loading /m.json");
+        assert_eq!(error_chain(&e), "loading /m.json: No such file");
+        let plain = anyhow::anyhow!("bad").context("parsing x");
+        assert_eq!(error_chain(&plain), "parsing x: bad");
     }
 }
