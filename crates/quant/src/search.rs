@@ -23,6 +23,7 @@ use crate::error::QuantError;
 use crate::q4_0::{quantize_row_q4_0_ref, BlockQ4_0, QK4_0};
 use crate::q4_1::{quantize_row_q4_1_ref, BlockQ4_1, QK4_1};
 use crate::q8_0::{quantize_block_q8_0, BlockQ8_0, QK8_0};
+use crate::q8_k::QK_K;
 use crate::types::{quantize_row, QuantType};
 
 /// How one row is quantized beyond the type itself.
@@ -114,34 +115,16 @@ fn search_q4_k(
     clip: Option<f32>,
     dst: &mut [u8],
 ) -> Result<(), QuantError> {
-    use crate::q4_k::{dequantize_row_q4_K, quantize_block_q4_K_weighted, BlockQ4_K};
-    use crate::q8_k::QK_K;
-    blocks_mut_apply(dst, |out: &mut [BlockQ4_K]| {
-        let mut deq = [0.0f32; QK_K];
-        for (i, (x, y)) in src.chunks_exact(QK_K).zip(out.iter_mut()).enumerate() {
-            let Ok(x) = <&[f32; QK_K]>::try_from(x) else {
-                continue;
-            };
-            let w = importance.map(|w| &w[i * QK_K..(i + 1) * QK_K]);
-            let mut cands = vec![
-                quantize_block_q4_K_weighted(x, None),
-                quantize_block_q4_K_weighted(x, w),
-            ];
-            if let Some(t) = clip {
-                let xc: [f32; QK_K] = std::array::from_fn(|j| x[j].clamp(-t, t));
-                cands.push(quantize_block_q4_K_weighted(&xc, None));
-            }
-            let mut best = (f64::INFINITY, cands[0]);
-            for c in cands {
-                dequantize_row_q4_K(std::slice::from_ref(&c), &mut deq);
-                let err = weighted_err(x, w.unwrap_or(&[1.0; QK_K]), |j| deq[j]);
-                if err < best.0 {
-                    best = (err, c);
-                }
-            }
-            *y = best.1;
-        }
-    });
+    use crate::q4_k::{dequantize_row_q4_K, quantize_block_q4_K_weighted};
+    search_super_blocks(
+        src,
+        importance,
+        clip,
+        dst,
+        |x| quantize_block_q4_K_weighted(x, None),
+        |x, w, cands| cands.push(quantize_block_q4_K_weighted(x, Some(&w[..]))),
+        dequantize_row_q4_K,
+    );
     Ok(())
 }
 
@@ -158,31 +141,61 @@ fn search_q6_k(
     clip: Option<f32>,
     dst: &mut [u8],
 ) -> Result<(), QuantError> {
-    use crate::q6_k::{dequantize_row_q6_K, quantize_block_q6_K_weighted, BlockQ6_K};
-    use crate::q8_k::QK_K;
-    blocks_mut_apply(dst, |out: &mut [BlockQ6_K]| {
+    use crate::q6_k::{dequantize_row_q6_K, quantize_block_q6_K_weighted};
+    search_super_blocks(
+        src,
+        importance,
+        clip,
+        dst,
+        |x| quantize_block_q6_K_weighted(x, None, 1.0),
+        |x, w, cands| {
+            cands.extend(
+                Q6_K_D_FACTORS
+                    .iter()
+                    .map(|&f| quantize_block_q6_K_weighted(x, Some(w), f)),
+            )
+        },
+        dequantize_row_q6_K,
+    );
+    Ok(())
+}
+
+/// The K-quant search both types share: per 256-element super-block, candidates in order —
+/// `reference(x)`, whatever `weighted(x, importance)` adds (with an importance matrix), and
+/// `reference` of the values clipped at `clip` — and the first with the least weighted error
+/// after `dequantize` is kept.
+fn search_super_blocks<B: bytemuck::Pod>(
+    src: &[f32],
+    importance: Option<&[f32]>,
+    clip: Option<f32>,
+    dst: &mut [u8],
+    reference: impl Fn(&[f32; QK_K]) -> B,
+    weighted: impl Fn(&[f32; QK_K], &[f32; QK_K], &mut Vec<B>),
+    dequantize: fn(&[B], &mut [f32]),
+) {
+    blocks_mut_apply(dst, |out: &mut [B]| {
+        let ones = [1.0f32; QK_K];
         let mut deq = [0.0f32; QK_K];
+        let mut cands = Vec::new();
         for (i, (x, y)) in src.chunks_exact(QK_K).zip(out.iter_mut()).enumerate() {
             let Ok(x) = <&[f32; QK_K]>::try_from(x) else {
                 continue;
             };
             let w = importance
                 .and_then(|w| <&[f32; QK_K]>::try_from(&w[i * QK_K..(i + 1) * QK_K]).ok());
-            let mut cands = vec![quantize_block_q6_K_weighted(x, None, 1.0)];
-            cands.extend(
-                Q6_K_D_FACTORS
-                    .iter()
-                    .map(|&f| quantize_block_q6_K_weighted(x, w, f)),
-            );
+            cands.clear();
+            cands.push(reference(x));
+            if let Some(w) = w {
+                weighted(x, w, &mut cands);
+            }
             if let Some(t) = clip {
                 let xc: [f32; QK_K] = std::array::from_fn(|j| x[j].clamp(-t, t));
-                cands.push(quantize_block_q6_K_weighted(&xc, None, 1.0));
+                cands.push(reference(&xc));
             }
-            let weights: &[f32] = w.map_or(&[1.0; QK_K], |w| &w[..]);
             let mut best = (f64::INFINITY, cands[0]);
-            for c in cands {
-                dequantize_row_q6_K(std::slice::from_ref(&c), &mut deq);
-                let err = weighted_err(x, weights, |j| deq[j]);
+            for &c in &cands {
+                dequantize(std::slice::from_ref(&c), &mut deq);
+                let err = weighted_err(x, w.unwrap_or(&ones), |j| deq[j]);
                 if err < best.0 {
                     best = (err, c);
                 }
@@ -190,7 +203,6 @@ fn search_q6_k(
             *y = best.1;
         }
     });
-    Ok(())
 }
 
 /// Per block of `ty`, the better (weighted error against `src`) of ggml's reference quantizer
