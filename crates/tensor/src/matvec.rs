@@ -1,10 +1,10 @@
 //! Small f32 matrix-vector kernels for the real-time nets (dense layers, recurrent gates, conv taps).
 //!
 //! Two layouts, because small nets have both shapes: `matvec` reads row-major `[rows][cols]`
-//! (dot per output, good when rows are long) and `matvec_cols` reads column-major
-//! `[cols][rows]` (one axpy per input, good when inputs are few, e.g. a 1→32 gate matrix, where
-//! a dot over 1–8 values never fills a vector). Both accumulate into `y` (`y += W·x`) so a bias
-//! or a second matrix can be added without another pass. The bodies are written for
+//! (a dot per output, good for a few long rows, e.g. a 24→1 output layer) and `matvec_packed`
+//! reads the packed column layout of [`pack_cols`] (one vector FMA per input and 16 outputs, no
+//! horizontal sums, good for everything else: recurrent gates, dense 16→16, conv taps). Both
+//! accumulate into `y` (`y += W·x`) so a bias or a second matrix adds without another pass. The bodies are written for
 //! auto-vectorization and compiled three times (scalar reference, AVX2+FMA, AVX-512+FMA); the
 //! family is chosen by `crate::cpu::kernel_choice()` like the other f32 kernels.
 
@@ -94,30 +94,104 @@ fn matvec_body<const FUSED: bool>(w: &[f32], cols: usize, x: &[f32], y: &mut [f3
     }
 }
 
-/// Outputs `matvec_cols` keeps in registers at once (one AVX2 register).
-const COL_LANES: usize = 8;
+/// Rows per panel of the packed layout: one AVX-512 vector of f32 (two AVX2 vectors).
+pub const PANEL: usize = 16;
 
-/// `y[r] += Σ_i wt[i*stride + r] · x[i]` for `r` in `0..y.len()`: for each group of eight
-/// outputs, every input's column slice is accumulated in registers, so `y` is read and
-/// written once and even eight outputs fill a vector.
-#[inline(always)]
-fn matvec_cols_body<const FUSED: bool>(wt: &[f32], stride: usize, x: &[f32], y: &mut [f32]) {
-    let full = y.len() - y.len() % COL_LANES;
-    let (head, tail) = y.split_at_mut(full);
-    for (c, yc) in head.chunks_exact_mut(COL_LANES).enumerate() {
-        let mut acc = [0.0f32; COL_LANES];
-        acc.copy_from_slice(yc);
-        for (i, &xi) in x.iter().enumerate() {
-            let w = &wt[i * stride + c * COL_LANES..][..COL_LANES];
-            for l in 0..COL_LANES {
-                acc[l] = fmadd::<FUSED>(w[l], xi, acc[l]);
+/// Panels computed in one pass over `x` (64 rows): with two accumulator sets (even and odd
+/// inputs, so no FMA waits on the previous one) that is 8 AVX-512 registers.
+const BLOCK: usize = 4;
+
+/// Floats [`pack_cols`] produces for a `rows × cols` matrix.
+pub fn packed_len(rows: usize, cols: usize) -> usize {
+    rows.div_ceil(PANEL) * PANEL * cols
+}
+
+/// Packs row-major `w` (`[rows][cols]`) for [`matvec_packed`]: blocks of up to 64 rows; block
+/// `b` starts at `b * 64 * cols` and holds, for each input column in turn, its rows rounded up
+/// to a whole number of 16-row panels (the padding is zero). Panics if `w` is shorter than
+/// `rows * cols`.
+pub fn pack_cols(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    assert!(w.len() >= rows * cols, "pack_cols: too few weights");
+    let mut p = vec![0.0; packed_len(rows, cols)];
+    for (b, r0) in (0..rows).step_by(BLOCK * PANEL).enumerate() {
+        let width = (rows - r0).min(BLOCK * PANEL).div_ceil(PANEL) * PANEL;
+        let base = b * BLOCK * PANEL * cols;
+        for r in r0..(r0 + BLOCK * PANEL).min(rows) {
+            for i in 0..cols {
+                p[base + i * width + (r - r0)] = w[r * cols + i];
             }
         }
-        yc.copy_from_slice(&acc);
     }
-    for (r, o) in tail.iter_mut().enumerate() {
-        for (i, &xi) in x.iter().enumerate() {
-            *o = fmadd::<FUSED>(wt[i * stride + full + r], xi, *o);
+    p
+}
+
+/// The weight at row `r`, column `i` of a [`pack_cols`] layout.
+pub fn packed_get(p: &[f32], rows: usize, cols: usize, r: usize, i: usize) -> f32 {
+    let (b, rr) = (r / (BLOCK * PANEL), r % (BLOCK * PANEL));
+    let r0 = b * BLOCK * PANEL;
+    let width = (rows - r0).min(BLOCK * PANEL).div_ceil(PANEL) * PANEL;
+    p[b * BLOCK * PANEL * cols + i * width + rr]
+}
+
+/// One block of `G` panels: `y = start + W·x` for `y.len() <= G * PANEL` rows, `p` the
+/// block's `[cols][G * PANEL]` weights, `start` the block's rows of `init` (empty: zeros) or,
+/// when `init` is `None`, `y` itself. Even and odd inputs go to separate accumulators, summed
+/// at the end, so consecutive FMAs never depend on each other.
+#[inline(always)]
+fn block_body<const G: usize, const FUSED: bool>(
+    p: &[f32],
+    x: &[f32],
+    init: Option<&[f32]>,
+    y: &mut [f32],
+) {
+    let mut a = [[0.0f32; PANEL]; G];
+    let mut b = [[0.0f32; PANEL]; G];
+    let start = init.unwrap_or(y);
+    for (g, s) in start.chunks(PANEL).enumerate() {
+        a[g][..s.len()].copy_from_slice(s);
+    }
+    let width = G * PANEL;
+    let pairs = p.chunks_exact(2 * width).zip(x.chunks_exact(2));
+    for (w, xs) in pairs {
+        let (w0, w1) = w.split_at(width);
+        for g in 0..G {
+            let (c0, c1) = (&w0[g * PANEL..][..PANEL], &w1[g * PANEL..][..PANEL]);
+            for l in 0..PANEL {
+                a[g][l] = fmadd::<FUSED>(c0[l], xs[0], a[g][l]);
+                b[g][l] = fmadd::<FUSED>(c1[l], xs[1], b[g][l]);
+            }
+        }
+    }
+    if x.len() % 2 == 1 {
+        let (w, xi) = (&p[(x.len() - 1) * width..][..width], x[x.len() - 1]);
+        for g in 0..G {
+            for l in 0..PANEL {
+                a[g][l] = fmadd::<FUSED>(w[g * PANEL + l], xi, a[g][l]);
+            }
+        }
+    }
+    for (g, ys) in y.chunks_mut(PANEL).enumerate() {
+        for (l, o) in ys.iter_mut().enumerate() {
+            *o = a[g][l] + b[g][l];
+        }
+    }
+}
+
+/// `y = start + W·x` over a [`pack_cols`] layout of `y.len()` rows and `x.len()` columns
+/// (`start` as in [`block_body`]; `init`, when given, is empty or `y.len()` long).
+#[inline(always)]
+fn packed_body<const FUSED: bool>(p: &[f32], x: &[f32], init: Option<&[f32]>, y: &mut [f32]) {
+    let cols = x.len();
+    for (blk, ys) in y.chunks_mut(BLOCK * PANEL).enumerate() {
+        let g = ys.len().div_ceil(PANEL);
+        let w = &p[blk * BLOCK * PANEL * cols..][..g * PANEL * cols];
+        let r0 = blk * BLOCK * PANEL;
+        let init = init.map(|v| v.get(r0..r0 + ys.len()).unwrap_or(&[]));
+        match g {
+            1 => block_body::<1, FUSED>(w, x, init, ys),
+            2 => block_body::<2, FUSED>(w, x, init, ys),
+            3 => block_body::<3, FUSED>(w, x, init, ys),
+            _ => block_body::<BLOCK, FUSED>(w, x, init, ys),
         }
     }
 }
@@ -135,13 +209,94 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx2,fma")]
-    pub fn matvec_cols_avx2(wt: &[f32], stride: usize, x: &[f32], y: &mut [f32]) {
-        super::matvec_cols_body::<true>(wt, stride, x, y)
+    pub fn matvec_packed_avx2(p: &[f32], x: &[f32], init: Option<&[f32]>, y: &mut [f32]) {
+        super::packed_body::<true>(p, x, init, y)
     }
 
+    /// [`super::packed_body`] in AVX-512 intrinsics: the edge panels load and store through
+    /// lane masks, so a 4-row or 24-row matrix costs no scalar loops or copies (the
+    /// auto-vectorized body spent most of a 4×4 product there).
     #[target_feature(enable = "avx512f,fma")]
-    pub fn matvec_cols_avx512(wt: &[f32], stride: usize, x: &[f32], y: &mut [f32]) {
-        super::matvec_cols_body::<true>(wt, stride, x, y)
+    pub fn matvec_packed_avx512(p: &[f32], x: &[f32], init: Option<&[f32]>, y: &mut [f32]) {
+        use super::{BLOCK, PANEL};
+        let (cols, rows) = (x.len(), y.len());
+        assert!(
+            p.len() >= super::packed_len(rows, cols)
+                && init.is_none_or(|v| v.is_empty() || v.len() >= rows),
+            "matvec_packed: shapes do not fit"
+        );
+        let mut r0 = 0;
+        while r0 < rows {
+            let n = (rows - r0).min(BLOCK * PANEL);
+            let w = p[r0 * cols..].as_ptr();
+            let start = match init {
+                None => Some(y[r0..].as_ptr()),
+                Some([]) => None,
+                Some(v) => Some(v[r0..].as_ptr()),
+            };
+            let out = y[r0..].as_mut_ptr();
+            // SAFETY: `w` has `n.div_ceil(16) * 16 * cols` floats (checked above: block
+            // `r0 / 64` of the layout), `start` and `out` have `n` floats from `r0`, and the
+            // masks keep every access to a row below `n`.
+            unsafe {
+                match n.div_ceil(PANEL) {
+                    1 => block::<1>(w, x, start, out, n),
+                    2 => block::<2>(w, x, start, out, n),
+                    3 => block::<3>(w, x, start, out, n),
+                    _ => block::<BLOCK>(w, x, start, out, n),
+                }
+            }
+            r0 += n;
+        }
+    }
+
+    /// Lane mask of panel `g` of a block of `n` rows.
+    #[inline(always)]
+    fn mask(g: usize, n: usize) -> u16 {
+        let live = n.saturating_sub(g * 16).min(16);
+        ((1u32 << live) - 1) as u16
+    }
+
+    #[inline(always)]
+    unsafe fn block<const G: usize>(
+        w: *const f32,
+        x: &[f32],
+        start: Option<*const f32>,
+        out: *mut f32,
+        n: usize,
+    ) {
+        use std::arch::x86_64::*;
+        let width = G * 16;
+        let mut a = [_mm512_setzero_ps(); G];
+        let mut b = [_mm512_setzero_ps(); G];
+        if let Some(s) = start {
+            for (g, ag) in a.iter_mut().enumerate() {
+                *ag = _mm512_maskz_loadu_ps(mask(g, n), s.add(g * 16));
+            }
+        }
+        let cols = x.len();
+        let mut i = 0;
+        while i + 1 < cols {
+            let x0 = _mm512_set1_ps(*x.get_unchecked(i));
+            let x1 = _mm512_set1_ps(*x.get_unchecked(i + 1));
+            let c0 = w.add(i * width);
+            let c1 = c0.add(width);
+            for g in 0..G {
+                a[g] = _mm512_fmadd_ps(_mm512_loadu_ps(c0.add(g * 16)), x0, a[g]);
+                b[g] = _mm512_fmadd_ps(_mm512_loadu_ps(c1.add(g * 16)), x1, b[g]);
+            }
+            i += 2;
+        }
+        if i < cols {
+            let xi = _mm512_set1_ps(*x.get_unchecked(i));
+            let c = w.add(i * width);
+            for (g, ag) in a.iter_mut().enumerate() {
+                *ag = _mm512_fmadd_ps(_mm512_loadu_ps(c.add(g * 16)), xi, *ag);
+            }
+        }
+        for g in 0..G {
+            _mm512_mask_storeu_ps(out.add(g * 16), mask(g, n), _mm512_add_ps(a[g], b[g]));
+        }
     }
 }
 
@@ -179,20 +334,39 @@ pub fn matvec(w: &[f32], cols: usize, x: &[f32], y: &mut [f32]) {
     )
 }
 
-/// `y += W·x` with `W` stored column-major: input `i`'s column starts at `wt[i*stride]` and
-/// holds `y.len()` values (`stride >= y.len()`; a row sub-range is addressed by offsetting
-/// `wt`). Panics if the shapes do not fit.
-pub fn matvec_cols(wt: &[f32], stride: usize, x: &[f32], y: &mut [f32]) {
+/// `y += W·x` with `W` (`y.len() × x.len()`) in the layout of [`pack_cols`]. Panics if `p`
+/// is shorter than [`packed_len`] (a caller bug: layers pack their weights when built).
+pub fn matvec_packed(p: &[f32], x: &[f32], y: &mut [f32]) {
+    packed(p, x, None, y)
+}
+
+/// `y = bias + W·x` (`bias` empty for none, else `y.len()` long) with `W` as in
+/// [`matvec_packed`]: the bias is the accumulators' start, so it costs no pass of its own.
+pub fn matvec_packed_bias(p: &[f32], x: &[f32], bias: &[f32], y: &mut [f32]) {
     assert!(
-        stride >= y.len() && (x.is_empty() || wt.len() >= (x.len() - 1) * stride + y.len()),
-        "matvec_cols: shapes do not fit"
+        bias.is_empty() || bias.len() == y.len(),
+        "matvec_packed_bias: bias length"
     );
-    dispatch!(
-        matvec_cols_body::<false>(wt, stride, x, y),
-        x86::matvec_cols_avx2,
-        x86::matvec_cols_avx512,
-        (wt, stride, x, y)
-    )
+    packed(p, x, Some(bias), y)
+}
+
+fn packed(p: &[f32], x: &[f32], init: Option<&[f32]>, y: &mut [f32]) {
+    assert!(
+        p.len() >= packed_len(y.len(), x.len()),
+        "matvec_packed: shapes do not fit"
+    );
+    #[cfg(target_arch = "x86_64")]
+    {
+        use crate::cpu::KernelChoice::*;
+        match crate::cpu::kernel_choice() {
+            // SAFETY: kernel_choice() only returns families this CPU supports.
+            Avx512 | Avx512Vnni => return unsafe { x86::matvec_packed_avx512(p, x, init, y) },
+            // SAFETY: as above.
+            Avx2 => return unsafe { x86::matvec_packed_avx2(p, x, init, y) },
+            Generic => {}
+        }
+    }
+    packed_body::<false>(p, x, init, y)
 }
 
 /// The scalar reference of [`matvec`] (tests and benches compare against it).
@@ -273,28 +447,61 @@ mod tests {
     }
 
     #[test]
-    fn matvec_cols_matches_row_major_reference() {
-        for rows in [1, 7, 8, 16, 33] {
-            for cols in [0, 1, 2, 8, 9] {
+    fn matvec_packed_variants_match_reference_on_edge_shapes() {
+        type Packed = fn(&[f32], &[f32], Option<&[f32]>, &mut [f32]);
+        let mut variants: Vec<(&str, Packed)> =
+            vec![("dispatched", packed), ("generic", packed_body::<false>)];
+        #[cfg(target_arch = "x86_64")]
+        {
+            let f = crate::cpu::features();
+            if f.avx2 && f.fma {
+                // SAFETY: features checked before this variant is listed.
+                variants.push(("avx2", |p, x, i, y| unsafe {
+                    x86::matvec_packed_avx2(p, x, i, y)
+                }));
+            }
+            if f.avx512f && f.fma {
+                // SAFETY: as above.
+                variants.push(("avx512", |p, x, i, y| unsafe {
+                    x86::matvec_packed_avx512(p, x, i, y)
+                }));
+            }
+        }
+        for rows in [0, 1, 7, 16, 17, 33, 48, 64, 65, 130] {
+            for cols in [0, 1, 2, 3, 8, 9, 24] {
                 let w = seeded(rows * cols, (rows + 31 * cols) as u64);
-                // Column-major copy inside a wider stride, offset by 2, to exercise sub-ranges.
-                let stride = rows + 3;
-                let mut wt = vec![0.0f32; cols * stride + 2];
+                let p = pack_cols(&w, rows, cols);
+                assert_eq!(p.len(), packed_len(rows, cols));
                 for r in 0..rows {
                     for i in 0..cols {
-                        wt[2 + i * stride + r] = w[r * cols + i];
+                        assert_eq!(packed_get(&p, rows, cols, r, i), w[r * cols + i]);
                     }
                 }
                 let x = seeded(cols, 3);
+                let bias = seeded(rows, 5);
                 let mut want = vec![0.5f32; rows];
                 matvec_ref(&w, cols, &x, &mut want);
-                let mut got = vec![0.5f32; rows];
-                matvec_cols(&wt[2..], stride, &x, &mut got);
-                let mut generic = vec![0.5f32; rows];
-                matvec_cols_body::<false>(&wt[2..], stride, &x, &mut generic);
-                for r in 0..rows {
-                    assert!((got[r] - want[r]).abs() <= 1e-5, "rows={rows} cols={cols}");
-                    assert!((generic[r] - want[r]).abs() <= 1e-5);
+                let mut want_bias = bias.clone();
+                matvec_ref(&w, cols, &x, &mut want_bias);
+                let want_zero: Vec<f32> = want.iter().map(|v| v - 0.5).collect();
+                for (name, f) in &variants {
+                    // Accumulate into y; start from a bias; start from zero. A guard value
+                    // after the rows proves the masked stores stay inside `y`.
+                    for (init, expect) in [
+                        (None, &want),
+                        (Some(&bias[..]), &want_bias),
+                        (Some(&[][..]), &want_zero),
+                    ] {
+                        let mut got = vec![0.5f32; rows + 1];
+                        f(&p, &x, init, &mut got[..rows]);
+                        assert_eq!(got[rows], 0.5, "{name} wrote past y");
+                        for r in 0..rows {
+                            assert!(
+                                (got[r] - expect[r]).abs() <= 1e-5 * (1.0 + expect[r].abs()),
+                                "{name} rows={rows} cols={cols} r={r} init={init:?}"
+                            );
+                        }
+                    }
                 }
             }
         }

@@ -70,6 +70,7 @@ impl Conv1d {
         if !bias.is_empty() {
             check_len("conv1d bias", &bias, c.out_ch)?;
         }
+        let w = w.with_row_segments(c.out_ch / c.groups, "conv1d")?;
         let len = (c.kernel - 1) * c.dilation + 1;
         Ok(Conv1d {
             cfg,

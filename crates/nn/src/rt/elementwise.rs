@@ -123,10 +123,7 @@ impl Dense {
     }
     pub fn reset(&mut self) {}
     pub fn forward(&mut self, x: &[f32], y: &mut [f32]) {
-        self.w.matvec(x, y);
-        for (o, &b) in y.iter_mut().zip(&self.b) {
-            *o += b;
-        }
+        self.w.matvec_bias(x, &self.b, y);
     }
     pub fn memory_bytes(&self) -> usize {
         self.w.memory_bytes() + self.b.len() * 4

@@ -3,23 +3,34 @@
 
 use super::RtError;
 use kiln_quant::QuantType;
-use kiln_tensor::matvec::{matvec, matvec_cols};
+use kiln_tensor::matvec::{
+    matvec, matvec_packed, matvec_packed_bias, pack_cols, packed_get, packed_len,
+};
 
 /// How the weights are stored.
 #[derive(Debug, Clone)]
 enum Store {
-    /// Row-major `[rows][cols]` (rows are long enough for a vectorized dot).
+    /// Row-major `[rows][cols]`: a dot per output, for a few long rows.
     Rows(Vec<f32>),
-    /// Column-major `[cols][rows]`: chosen for narrow matrices (few inputs), where an axpy per
-    /// input vectorizes over the outputs instead.
-    Cols(Vec<f32>),
-    /// Q8_0 rows in ggml layout; `xq` is the quantized input row.
-    Q8_0 { data: Vec<u8>, xq: Vec<u8> },
+    /// [`pack_cols`] layout, one packed matrix per segment of `seg` rows (grouped convolutions
+    /// compute each group's rows on their own): one vector FMA per input and 16 outputs.
+    Packed { data: Vec<f32>, seg: usize },
+    /// Q8_0 rows in ggml layout; `xq` is the quantized input row, `tmp` the product before
+    /// it is added (`matvec_add`).
+    Q8_0 {
+        data: Vec<u8>,
+        xq: Vec<u8>,
+        tmp: Vec<f32>,
+    },
 }
 
-/// Up to this many inputs a matrix is stored column-major: an axpy per input then costs no
-/// horizontal sums, which dominate row dots this short (LSTM 16→16: 4x faster).
-const NARROW: usize = 32;
+/// Whether a dot per output row beats the packed columns for this shape. A dot costs its
+/// 16-wide FMAs plus about 8 instructions of horizontal sum; a packed pass costs one FMA per
+/// input and 16-row panel, and at least two cycles of FMA latency per input (the even/odd
+/// chains). Row dots win only for a few long rows (a 24→1 output layer).
+fn dots_win(rows: usize, cols: usize) -> bool {
+    rows * (cols.div_ceil(16) + 8) < (cols * rows.div_ceil(16)).max(2 * cols)
+}
 
 /// A `rows × cols` weight matrix (`y = W·x`, logical layout `[out][in]`).
 #[derive(Debug, Clone)]
@@ -38,18 +49,39 @@ impl RtMatrix {
                 format!("{} weights for a {rows}x{cols} matrix", w.len()),
             ));
         }
-        let store = if cols <= NARROW {
-            let mut t = vec![0.0; w.len()];
-            for r in 0..rows {
-                for i in 0..cols {
-                    t[i * rows + r] = w[r * cols + i];
-                }
-            }
-            Store::Cols(t)
-        } else {
+        let store = if dots_win(rows, cols) {
             Store::Rows(w)
+        } else {
+            Store::Packed {
+                data: pack_cols(&w, rows, cols),
+                seg: rows,
+            }
         };
         Ok(RtMatrix { rows, cols, store })
+    }
+
+    /// The same matrix prepared for [`RtMatrix::matvec_rows`] on consecutive blocks of `seg`
+    /// rows (a grouped convolution's groups). `rows` must be a multiple of `seg`.
+    pub fn with_row_segments(self, seg: usize, what: &str) -> Result<RtMatrix, RtError> {
+        if seg == 0 || !self.rows.is_multiple_of(seg) {
+            return Err(RtError::shape(
+                what,
+                format!("{} rows do not split into groups of {seg}", self.rows),
+            ));
+        }
+        let store = match self.store {
+            Store::Packed { .. } if seg != self.rows => {
+                let w = self.to_rows();
+                let data = w
+                    .chunks(seg * self.cols.max(1))
+                    .take(self.rows / seg)
+                    .flat_map(|s| pack_cols(s, seg, self.cols))
+                    .collect();
+                Store::Packed { data, seg }
+            }
+            other => other,
+        };
+        Ok(RtMatrix { store, ..self })
     }
 
     /// From Q8_0 rows in ggml layout (`cols` a multiple of 32).
@@ -67,7 +99,11 @@ impl RtMatrix {
         Ok(RtMatrix {
             rows,
             cols,
-            store: Store::Q8_0 { data, xq },
+            store: Store::Q8_0 {
+                data,
+                xq,
+                tmp: vec![0.0; rows],
+            },
         })
     }
 
@@ -96,11 +132,13 @@ impl RtMatrix {
     pub fn to_rows(&self) -> Vec<f32> {
         match &self.store {
             Store::Rows(w) => w.clone(),
-            Store::Cols(t) => {
-                let mut w = vec![0.0; t.len()];
+            Store::Packed { data, seg } => {
+                let (cols, seg) = (self.cols, *seg);
+                let mut w = vec![0.0; self.rows * cols];
                 for r in 0..self.rows {
-                    for i in 0..self.cols {
-                        w[r * self.cols + i] = t[i * self.rows + r];
+                    let s = &data[(r / seg) * packed_len(seg, cols)..];
+                    for i in 0..cols {
+                        w[r * cols + i] = packed_get(s, seg, cols, r % seg, i);
                     }
                 }
                 w
@@ -143,36 +181,86 @@ impl RtMatrix {
     /// Heap bytes held (weights plus scratch).
     pub fn memory_bytes(&self) -> usize {
         match &self.store {
-            Store::Rows(w) | Store::Cols(w) => w.len() * 4,
-            Store::Q8_0 { data, xq } => data.len() + xq.len(),
+            Store::Rows(w) | Store::Packed { data: w, .. } => w.len() * 4,
+            Store::Q8_0 { data, xq, tmp } => data.len() + xq.len() + tmp.len() * 4,
         }
     }
 
     /// `y = W·x` (`x.len() == cols`, `y.len() == rows`).
     pub fn matvec(&mut self, x: &[f32], y: &mut [f32]) {
-        self.matvec_rows(0, x, y);
+        self.matvec_bias(x, &[], y);
     }
 
-    /// `y = W[r0 .. r0 + y.len()]·x`: a block of output rows (grouped convolutions).
-    /// Panics on shapes the layer's constructor ruled out.
+    /// `y = bias + W·x` (`bias` empty for none, else `rows` long). Packed matrices start
+    /// their accumulators from the bias, so it costs no pass of its own.
+    pub fn matvec_bias(&mut self, x: &[f32], bias: &[f32], y: &mut [f32]) {
+        assert!(
+            bias.is_empty() || bias.len() == y.len(),
+            "RtMatrix: bias length"
+        );
+        if let Store::Packed { data, seg } = &self.store {
+            if *seg == self.rows {
+                assert!(
+                    x.len() == self.cols && y.len() == self.rows,
+                    "RtMatrix: bad shapes"
+                );
+                return matvec_packed_bias(data, x, bias, y);
+            }
+        }
+        if bias.is_empty() {
+            y.fill(0.0);
+        } else {
+            y.copy_from_slice(bias);
+        }
+        self.matvec_add(x, y);
+    }
+
+    /// `y += W·x` (`x.len() == cols`, `y.len() == rows`): a bias or a second matrix's product
+    /// already in `y` costs no extra pass. Panics on shapes the layer's constructor ruled out.
+    pub fn matvec_add(&mut self, x: &[f32], y: &mut [f32]) {
+        let (rows, cols) = (self.rows, self.cols);
+        assert!(x.len() == cols && y.len() == rows, "RtMatrix: bad shapes");
+        match &mut self.store {
+            Store::Rows(w) => matvec(w, cols, x, y),
+            Store::Packed { data, seg } => {
+                let n = packed_len(*seg, cols);
+                for (s, ys) in y.chunks_mut((*seg).max(1)).enumerate() {
+                    matvec_packed(&data[s * n..], x, ys);
+                }
+            }
+            Store::Q8_0 { data, xq, tmp } => {
+                if kiln_quant::q8_0_matvec(data, cols, x, xq, tmp).is_err() {
+                    // Unreachable: the constructor checked every length.
+                    tmp.fill(f32::NAN);
+                }
+                for (o, &t) in y.iter_mut().zip(tmp.iter()) {
+                    *o += t;
+                }
+            }
+        }
+    }
+
+    /// `y = W[r0 .. r0 + y.len()]·x`: one group's block of output rows (grouped
+    /// convolutions; a packed matrix must have been split with
+    /// [`RtMatrix::with_row_segments`] into segments of `y.len()` rows, and `r0` must start
+    /// one). Panics on shapes the layer's constructor ruled out.
     pub fn matvec_rows(&mut self, r0: usize, x: &[f32], y: &mut [f32]) {
         let (rows, cols) = (self.rows, self.cols);
         assert!(
             x.len() == cols && r0 + y.len() <= rows,
             "RtMatrix: bad shapes"
         );
+        y.fill(0.0);
         match &mut self.store {
-            Store::Rows(w) => {
-                y.fill(0.0);
-                matvec(&w[r0 * cols..], cols, x, y);
+            Store::Rows(w) => matvec(&w[r0 * cols..], cols, x, y),
+            Store::Packed { data, seg } => {
+                assert!(
+                    y.len() == *seg && r0 % *seg == 0,
+                    "RtMatrix: rows not a packed segment"
+                );
+                matvec_packed(&data[(r0 / *seg) * packed_len(*seg, cols)..], x, y);
             }
-            Store::Cols(t) => {
-                y.fill(0.0);
-                if cols > 0 {
-                    matvec_cols(&t[r0..], rows, x, y);
-                }
-            }
-            Store::Q8_0 { data, xq } => {
+            Store::Q8_0 { data, xq, .. } => {
                 let rb = data.len() / rows.max(1);
                 let w = &data[r0 * rb..(r0 + y.len()) * rb];
                 if kiln_quant::q8_0_matvec(w, cols, x, xq, y).is_err() {
@@ -190,7 +278,15 @@ mod tests {
 
     #[test]
     fn layouts_agree_and_round_trip() {
-        for (rows, cols) in [(3, 1), (8, 15), (5, 16), (7, 64)] {
+        for (rows, cols) in [
+            (3, 1),
+            (8, 15),
+            (5, 16),
+            (7, 64),
+            (1, 24),
+            (2, 64),
+            (70, 20),
+        ] {
             let w: Vec<f32> = (0..rows * cols)
                 .map(|i| ((i * 7) % 11) as f32 - 5.0)
                 .collect();
@@ -203,10 +299,21 @@ mod tests {
                 let want: f32 = (0..cols).map(|i| w[r * cols + i] * x[i]).sum();
                 assert!((y[r] - want).abs() < 1e-4);
             }
-            if rows > 2 {
-                let mut y2 = vec![0.0; 2];
-                m.matvec_rows(1, &x, &mut y2);
-                assert!((y2[0] - y[1]).abs() < 1e-5 && (y2[1] - y[2]).abs() < 1e-5);
+            // Grouped use: every segment of `seg` rows on its own.
+            let seg = if rows % 2 == 0 { 2 } else { 1 };
+            let mut ms = m.clone().with_row_segments(seg, "m").unwrap();
+            assert_eq!(ms.to_rows(), w);
+            for r0 in (0..rows).step_by(seg) {
+                let mut y2 = vec![7.0; seg];
+                ms.matvec_rows(r0, &x, &mut y2);
+                for k in 0..seg {
+                    assert!((y2[k] - y[r0 + k]).abs() < 1e-5, "rows={rows} r={}", r0 + k);
+                }
+            }
+            let mut acc = vec![1.0; rows];
+            m.matvec_add(&x, &mut acc);
+            for r in 0..rows {
+                assert!((acc[r] - 1.0 - y[r]).abs() < 1e-4);
             }
             if let Some(mut q) = m.to_q8_0() {
                 let mut yq = vec![0.0; rows];

@@ -43,7 +43,6 @@ pub struct Lstm {
     h: Vec<f32>,
     c: Vec<f32>,
     gates: Vec<f32>,
-    rec: Vec<f32>,
 }
 
 impl Lstm {
@@ -59,7 +58,6 @@ impl Lstm {
             h: vec![0.0; u],
             c: vec![0.0; u],
             gates: vec![0.0; 4 * u],
-            rec: vec![0.0; 4 * u],
         })
     }
     pub fn units(&self) -> usize {
@@ -76,18 +74,15 @@ impl Lstm {
         self.c.fill(0.0);
     }
     pub fn forward(&mut self, x: &[f32], y: &mut [f32]) {
-        self.w_ih.matvec(x, &mut self.gates);
-        self.w_hh.matvec(&self.h, &mut self.rec);
-        for ((g, &r), &b) in self.gates.iter_mut().zip(&self.rec).zip(&self.b) {
-            *g += r + b;
-        }
+        self.w_ih.matvec_bias(x, &self.b, &mut self.gates);
+        self.w_hh.matvec_add(&self.h, &mut self.gates);
         lstm_update(&self.gates, &mut self.c, &mut self.h);
         y.copy_from_slice(&self.h);
     }
     pub fn memory_bytes(&self) -> usize {
         self.w_ih.memory_bytes()
             + self.w_hh.memory_bytes()
-            + (self.b.len() + self.h.len() + self.c.len() + self.gates.len() + self.rec.len()) * 4
+            + (self.b.len() + self.h.len() + self.c.len() + self.gates.len()) * 4
     }
     pub fn n_params(&self) -> usize {
         let g = 4 * self.units;
@@ -153,14 +148,8 @@ impl Gru {
         self.h.fill(0.0);
     }
     pub fn forward(&mut self, x: &[f32], y: &mut [f32]) {
-        self.w_ih.matvec(x, &mut self.gi);
-        self.w_hh.matvec(&self.h, &mut self.gh);
-        for (g, &b) in self.gi.iter_mut().zip(&self.b_ih) {
-            *g += b;
-        }
-        for (g, &b) in self.gh.iter_mut().zip(&self.b_hh) {
-            *g += b;
-        }
+        self.w_ih.matvec_bias(x, &self.b_ih, &mut self.gi);
+        self.w_hh.matvec_bias(&self.h, &self.b_hh, &mut self.gh);
         gru_update(&self.gi, &self.gh, &mut self.h);
         y.copy_from_slice(&self.h);
     }
