@@ -255,7 +255,7 @@ impl RtMatrix {
             Store::Rows(w) => matvec(&w[r0 * cols..], cols, x, y),
             Store::Packed { data, seg } => {
                 assert!(
-                    y.len() == *seg && r0 % *seg == 0,
+                    y.len() == *seg && r0.is_multiple_of(*seg),
                     "RtMatrix: rows not a packed segment"
                 );
                 matvec_packed(&data[(r0 / *seg) * packed_len(*seg, cols)..], x, y);
