@@ -133,14 +133,17 @@ pub fn packed_get(p: &[f32], rows: usize, cols: usize, r: usize, i: usize) -> f3
     p[b * BLOCK * PANEL * cols + i * width + rr]
 }
 
-/// One block of `G` panels: `y = start + W·x` for `y.len() <= G * PANEL` rows, `p` the
-/// block's `[cols][G * PANEL]` weights, `start` the block's rows of `init` (empty: zeros) or,
-/// when `init` is `None`, `y` itself. Even and odd inputs go to separate accumulators, summed
-/// at the end, so consecutive FMAs never depend on each other.
+/// One product of a sum: a [`pack_cols`] matrix of `y.len()` rows and its input.
+pub type Term<'a> = (&'a [f32], &'a [f32]);
+
+/// One block of `G` panels (rows `r0 ..`, `y.len() <= G * PANEL` of them): `y = start +
+/// Σ W·x` over the terms, `start` the block's rows of `init` (empty: zeros) or, when `init`
+/// is `None`, `y` itself. Even and odd inputs go to separate accumulators, summed at the end,
+/// so consecutive FMAs never depend on each other.
 #[inline(always)]
 fn block_body<const G: usize, const FUSED: bool>(
-    p: &[f32],
-    x: &[f32],
+    terms: &[Term],
+    r0: usize,
     init: Option<&[f32]>,
     y: &mut [f32],
 ) {
@@ -151,22 +154,24 @@ fn block_body<const G: usize, const FUSED: bool>(
         a[g][..s.len()].copy_from_slice(s);
     }
     let width = G * PANEL;
-    let pairs = p.chunks_exact(2 * width).zip(x.chunks_exact(2));
-    for (w, xs) in pairs {
-        let (w0, w1) = w.split_at(width);
-        for g in 0..G {
-            let (c0, c1) = (&w0[g * PANEL..][..PANEL], &w1[g * PANEL..][..PANEL]);
-            for l in 0..PANEL {
-                a[g][l] = fmadd::<FUSED>(c0[l], xs[0], a[g][l]);
-                b[g][l] = fmadd::<FUSED>(c1[l], xs[1], b[g][l]);
+    for &(p, x) in terms {
+        let p = &p[r0 * x.len()..][..width * x.len()];
+        for (w, xs) in p.chunks_exact(2 * width).zip(x.chunks_exact(2)) {
+            let (w0, w1) = w.split_at(width);
+            for g in 0..G {
+                let (c0, c1) = (&w0[g * PANEL..][..PANEL], &w1[g * PANEL..][..PANEL]);
+                for l in 0..PANEL {
+                    a[g][l] = fmadd::<FUSED>(c0[l], xs[0], a[g][l]);
+                    b[g][l] = fmadd::<FUSED>(c1[l], xs[1], b[g][l]);
+                }
             }
         }
-    }
-    if x.len() % 2 == 1 {
-        let (w, xi) = (&p[(x.len() - 1) * width..][..width], x[x.len() - 1]);
-        for g in 0..G {
-            for l in 0..PANEL {
-                a[g][l] = fmadd::<FUSED>(w[g * PANEL + l], xi, a[g][l]);
+        if x.len() % 2 == 1 {
+            let (w, xi) = (&p[(x.len() - 1) * width..][..width], x[x.len() - 1]);
+            for g in 0..G {
+                for l in 0..PANEL {
+                    a[g][l] = fmadd::<FUSED>(w[g * PANEL + l], xi, a[g][l]);
+                }
             }
         }
     }
@@ -177,21 +182,18 @@ fn block_body<const G: usize, const FUSED: bool>(
     }
 }
 
-/// `y = start + W·x` over a [`pack_cols`] layout of `y.len()` rows and `x.len()` columns
-/// (`start` as in [`block_body`]; `init`, when given, is empty or `y.len()` long).
+/// `y = start + Σ W·x` over [`pack_cols`] layouts of `y.len()` rows (`start` as in
+/// [`block_body`]; `init`, when given, is empty or `y.len()` long).
 #[inline(always)]
-fn packed_body<const FUSED: bool>(p: &[f32], x: &[f32], init: Option<&[f32]>, y: &mut [f32]) {
-    let cols = x.len();
+fn packed_body<const FUSED: bool>(terms: &[Term], init: Option<&[f32]>, y: &mut [f32]) {
     for (blk, ys) in y.chunks_mut(BLOCK * PANEL).enumerate() {
-        let g = ys.len().div_ceil(PANEL);
-        let w = &p[blk * BLOCK * PANEL * cols..][..g * PANEL * cols];
         let r0 = blk * BLOCK * PANEL;
         let init = init.map(|v| v.get(r0..r0 + ys.len()).unwrap_or(&[]));
-        match g {
-            1 => block_body::<1, FUSED>(w, x, init, ys),
-            2 => block_body::<2, FUSED>(w, x, init, ys),
-            3 => block_body::<3, FUSED>(w, x, init, ys),
-            _ => block_body::<BLOCK, FUSED>(w, x, init, ys),
+        match ys.len().div_ceil(PANEL) {
+            1 => block_body::<1, FUSED>(terms, r0, init, ys),
+            2 => block_body::<2, FUSED>(terms, r0, init, ys),
+            3 => block_body::<3, FUSED>(terms, r0, init, ys),
+            _ => block_body::<BLOCK, FUSED>(terms, r0, init, ys),
         }
     }
 }
@@ -208,42 +210,41 @@ mod x86 {
         super::matvec_body::<true>(w, cols, x, y)
     }
 
+    use super::Term;
+
     #[target_feature(enable = "avx2,fma")]
-    pub fn matvec_packed_avx2(p: &[f32], x: &[f32], init: Option<&[f32]>, y: &mut [f32]) {
-        super::packed_body::<true>(p, x, init, y)
+    pub fn matvec_packed_avx2(terms: &[Term], init: Option<&[f32]>, y: &mut [f32]) {
+        super::packed_body::<true>(terms, init, y)
     }
 
-    /// [`super::packed_body`] in AVX-512 intrinsics: the edge panels load and store through
-    /// lane masks, so a 4-row or 24-row matrix costs no scalar loops or copies (the
-    /// auto-vectorized body spent most of a 4×4 product there).
+    /// [`super::packed_body`] in AVX-512 intrinsics: the edge panel loads and stores through
+    /// a lane mask, so a 4-row or 24-row matrix costs no scalar loops or copies (the
+    /// auto-vectorized body spent most of a 4×4 product there). Whole panels use plain
+    /// stores: a masked store cannot forward to the loads that read the result next.
+    /// The caller checks the shapes (`super::packed`).
     #[target_feature(enable = "avx512f,fma")]
-    pub fn matvec_packed_avx512(p: &[f32], x: &[f32], init: Option<&[f32]>, y: &mut [f32]) {
+    pub fn matvec_packed_avx512(terms: &[Term], init: Option<&[f32]>, y: &mut [f32]) {
         use super::{BLOCK, PANEL};
-        let (cols, rows) = (x.len(), y.len());
-        assert!(
-            p.len() >= super::packed_len(rows, cols)
-                && init.is_none_or(|v| v.is_empty() || v.len() >= rows),
-            "matvec_packed: shapes do not fit"
-        );
+        let rows = y.len();
         let mut r0 = 0;
         while r0 < rows {
             let n = (rows - r0).min(BLOCK * PANEL);
-            let w = p[r0 * cols..].as_ptr();
             let start = match init {
                 None => Some(y[r0..].as_ptr()),
                 Some([]) => None,
                 Some(v) => Some(v[r0..].as_ptr()),
             };
             let out = y[r0..].as_mut_ptr();
-            // SAFETY: `w` has `n.div_ceil(16) * 16 * cols` floats (checked above: block
-            // `r0 / 64` of the layout), `start` and `out` have `n` floats from `r0`, and the
-            // masks keep every access to a row below `n`.
+            // SAFETY: every term's matrix holds block `r0 / 64` of its layout,
+            // `n.div_ceil(16) * 16` rows by `x.len()` columns, at `r0 * x.len()` (checked by
+            // `packed`); `start` and `out` have `n` floats from `r0`, and the masks keep every
+            // access to a row below `n`.
             unsafe {
                 match n.div_ceil(PANEL) {
-                    1 => block::<1>(w, x, start, out, n),
-                    2 => block::<2>(w, x, start, out, n),
-                    3 => block::<3>(w, x, start, out, n),
-                    _ => block::<BLOCK>(w, x, start, out, n),
+                    1 => block::<1>(terms, r0, start, out, n),
+                    2 => block::<2>(terms, r0, start, out, n),
+                    3 => block::<3>(terms, r0, start, out, n),
+                    _ => block::<BLOCK>(terms, r0, start, out, n),
                 }
             }
             r0 += n;
@@ -259,8 +260,8 @@ mod x86 {
 
     #[inline(always)]
     unsafe fn block<const G: usize>(
-        w: *const f32,
-        x: &[f32],
+        terms: &[Term],
+        r0: usize,
         start: Option<*const f32>,
         out: *mut f32,
         n: usize,
@@ -274,28 +275,36 @@ mod x86 {
                 *ag = _mm512_maskz_loadu_ps(mask(g, n), s.add(g * 16));
             }
         }
-        let cols = x.len();
-        let mut i = 0;
-        while i + 1 < cols {
-            let x0 = _mm512_set1_ps(*x.get_unchecked(i));
-            let x1 = _mm512_set1_ps(*x.get_unchecked(i + 1));
-            let c0 = w.add(i * width);
-            let c1 = c0.add(width);
-            for g in 0..G {
-                a[g] = _mm512_fmadd_ps(_mm512_loadu_ps(c0.add(g * 16)), x0, a[g]);
-                b[g] = _mm512_fmadd_ps(_mm512_loadu_ps(c1.add(g * 16)), x1, b[g]);
+        for &(p, x) in terms {
+            let cols = x.len();
+            let w = p.as_ptr().add(r0 * cols);
+            let mut i = 0;
+            while i + 1 < cols {
+                let x0 = _mm512_set1_ps(*x.get_unchecked(i));
+                let x1 = _mm512_set1_ps(*x.get_unchecked(i + 1));
+                let c0 = w.add(i * width);
+                let c1 = c0.add(width);
+                for g in 0..G {
+                    a[g] = _mm512_fmadd_ps(_mm512_loadu_ps(c0.add(g * 16)), x0, a[g]);
+                    b[g] = _mm512_fmadd_ps(_mm512_loadu_ps(c1.add(g * 16)), x1, b[g]);
+                }
+                i += 2;
             }
-            i += 2;
-        }
-        if i < cols {
-            let xi = _mm512_set1_ps(*x.get_unchecked(i));
-            let c = w.add(i * width);
-            for (g, ag) in a.iter_mut().enumerate() {
-                *ag = _mm512_fmadd_ps(_mm512_loadu_ps(c.add(g * 16)), xi, *ag);
+            if i < cols {
+                let xi = _mm512_set1_ps(*x.get_unchecked(i));
+                let c = w.add(i * width);
+                for (g, ag) in a.iter_mut().enumerate() {
+                    *ag = _mm512_fmadd_ps(_mm512_loadu_ps(c.add(g * 16)), xi, *ag);
+                }
             }
         }
         for g in 0..G {
-            _mm512_mask_storeu_ps(out.add(g * 16), mask(g, n), _mm512_add_ps(a[g], b[g]));
+            let v = _mm512_add_ps(a[g], b[g]);
+            if n >= (g + 1) * 16 {
+                _mm512_storeu_ps(out.add(g * 16), v);
+            } else {
+                _mm512_mask_storeu_ps(out.add(g * 16), mask(g, n), v);
+            }
         }
     }
 }
@@ -337,22 +346,26 @@ pub fn matvec(w: &[f32], cols: usize, x: &[f32], y: &mut [f32]) {
 /// `y += W·x` with `W` (`y.len() × x.len()`) in the layout of [`pack_cols`]. Panics if `p`
 /// is shorter than [`packed_len`] (a caller bug: layers pack their weights when built).
 pub fn matvec_packed(p: &[f32], x: &[f32], y: &mut [f32]) {
-    packed(p, x, None, y)
+    packed(&[(p, x)], None, y)
 }
 
-/// `y = bias + W·x` (`bias` empty for none, else `y.len()` long) with `W` as in
-/// [`matvec_packed`]: the bias is the accumulators' start, so it costs no pass of its own.
-pub fn matvec_packed_bias(p: &[f32], x: &[f32], bias: &[f32], y: &mut [f32]) {
+/// `y = bias + Σ W·x` over the terms (each a matrix as in [`matvec_packed`] with `y.len()`
+/// rows, and its input), `bias` empty for none, else `y.len()` long. The bias is the
+/// accumulators' start and all terms share the accumulators, so an LSTM's `W_ih·x + W_hh·h
+/// + b` is one pass with one store.
+pub fn matvec_packed_sum(terms: &[Term], bias: &[f32], y: &mut [f32]) {
     assert!(
         bias.is_empty() || bias.len() == y.len(),
-        "matvec_packed_bias: bias length"
+        "matvec_packed_sum: bias length"
     );
-    packed(p, x, Some(bias), y)
+    packed(terms, Some(bias), y)
 }
 
-fn packed(p: &[f32], x: &[f32], init: Option<&[f32]>, y: &mut [f32]) {
+fn packed(terms: &[Term], init: Option<&[f32]>, y: &mut [f32]) {
     assert!(
-        p.len() >= packed_len(y.len(), x.len()),
+        terms
+            .iter()
+            .all(|(p, x)| p.len() >= packed_len(y.len(), x.len())),
         "matvec_packed: shapes do not fit"
     );
     #[cfg(target_arch = "x86_64")]
@@ -360,13 +373,13 @@ fn packed(p: &[f32], x: &[f32], init: Option<&[f32]>, y: &mut [f32]) {
         use crate::cpu::KernelChoice::*;
         match crate::cpu::kernel_choice() {
             // SAFETY: kernel_choice() only returns families this CPU supports.
-            Avx512 | Avx512Vnni => return unsafe { x86::matvec_packed_avx512(p, x, init, y) },
+            Avx512 | Avx512Vnni => return unsafe { x86::matvec_packed_avx512(terms, init, y) },
             // SAFETY: as above.
-            Avx2 => return unsafe { x86::matvec_packed_avx2(p, x, init, y) },
+            Avx2 => return unsafe { x86::matvec_packed_avx2(terms, init, y) },
             Generic => {}
         }
     }
-    packed_body::<false>(p, x, init, y)
+    packed_body::<false>(terms, init, y)
 }
 
 /// The scalar reference of [`matvec`] (tests and benches compare against it).
@@ -448,7 +461,7 @@ mod tests {
 
     #[test]
     fn matvec_packed_variants_match_reference_on_edge_shapes() {
-        type Packed = fn(&[f32], &[f32], Option<&[f32]>, &mut [f32]);
+        type Packed = fn(&[Term], Option<&[f32]>, &mut [f32]);
         let mut variants: Vec<(&str, Packed)> =
             vec![("dispatched", packed), ("generic", packed_body::<false>)];
         #[cfg(target_arch = "x86_64")]
@@ -456,14 +469,12 @@ mod tests {
             let f = crate::cpu::features();
             if f.avx2 && f.fma {
                 // SAFETY: features checked before this variant is listed.
-                variants.push(("avx2", |p, x, i, y| unsafe {
-                    x86::matvec_packed_avx2(p, x, i, y)
-                }));
+                variants.push(("avx2", |t, i, y| unsafe { x86::matvec_packed_avx2(t, i, y) }));
             }
             if f.avx512f && f.fma {
                 // SAFETY: as above.
-                variants.push(("avx512", |p, x, i, y| unsafe {
-                    x86::matvec_packed_avx512(p, x, i, y)
+                variants.push(("avx512", |t, i, y| unsafe {
+                    x86::matvec_packed_avx512(t, i, y)
                 }));
             }
         }
@@ -477,28 +488,39 @@ mod tests {
                         assert_eq!(packed_get(&p, rows, cols, r, i), w[r * cols + i]);
                     }
                 }
+                // A second term with another width (an LSTM's recurrent matrix).
+                let cols2 = cols / 2 + 1;
+                let w2 = seeded(rows * cols2, 77 + rows as u64);
+                let p2 = pack_cols(&w2, rows, cols2);
                 let x = seeded(cols, 3);
+                let x2 = seeded(cols2, 4);
                 let bias = seeded(rows, 5);
                 let mut want = vec![0.5f32; rows];
                 matvec_ref(&w, cols, &x, &mut want);
                 let mut want_bias = bias.clone();
                 matvec_ref(&w, cols, &x, &mut want_bias);
                 let want_zero: Vec<f32> = want.iter().map(|v| v - 0.5).collect();
+                let mut want_two = want_bias.clone();
+                matvec_ref(&w2, cols2, &x2, &mut want_two);
+                let one = [(&p[..], &x[..])];
+                let two = [(&p[..], &x[..]), (&p2[..], &x2[..])];
                 for (name, f) in &variants {
-                    // Accumulate into y; start from a bias; start from zero. A guard value
-                    // after the rows proves the masked stores stay inside `y`.
-                    for (init, expect) in [
-                        (None, &want),
-                        (Some(&bias[..]), &want_bias),
-                        (Some(&[][..]), &want_zero),
+                    // Accumulate into y; start from a bias; from zero; two terms. A guard
+                    // value after the rows proves the masked stores stay inside `y`.
+                    for (terms, init, expect) in [
+                        (&one[..], None, &want),
+                        (&one[..], Some(&bias[..]), &want_bias),
+                        (&one[..], Some(&[][..]), &want_zero),
+                        (&two[..], Some(&bias[..]), &want_two),
                     ] {
                         let mut got = vec![0.5f32; rows + 1];
-                        f(&p, &x, init, &mut got[..rows]);
+                        f(terms, init, &mut got[..rows]);
                         assert_eq!(got[rows], 0.5, "{name} wrote past y");
                         for r in 0..rows {
                             assert!(
                                 (got[r] - expect[r]).abs() <= 1e-5 * (1.0 + expect[r].abs()),
-                                "{name} rows={rows} cols={cols} r={r} init={init:?}"
+                                "{name} rows={rows} cols={cols} r={r} terms={} init={init:?}",
+                                terms.len()
                             );
                         }
                     }

@@ -113,11 +113,9 @@ impl Conv1d {
                     let src = &self.hist[slot * c.in_ch + g * in_g..][..in_g];
                     self.patch[j * in_g..(j + 1) * in_g].copy_from_slice(src);
                 }
-                self.w
-                    .matvec_rows(g * out_g, &self.patch, &mut y[g * out_g..(g + 1) * out_g]);
-            }
-            for (o, &b) in y.iter_mut().zip(&self.b) {
-                *o += b;
+                let rows = g * out_g..(g + 1) * out_g;
+                let bias = self.b.get(rows.clone()).unwrap_or(&[]);
+                self.w.matvec_rows(g * out_g, &self.patch, bias, &mut y[rows]);
             }
             if c.stride > 1 {
                 self.held.copy_from_slice(y);

@@ -4,7 +4,7 @@
 use super::RtError;
 use kiln_quant::QuantType;
 use kiln_tensor::matvec::{
-    matvec, matvec_packed, matvec_packed_bias, pack_cols, packed_get, packed_len,
+    matvec, matvec_packed, matvec_packed_sum, pack_cols, packed_get, packed_len,
 };
 
 /// How the weights are stored.
@@ -198,21 +198,45 @@ impl RtMatrix {
             bias.is_empty() || bias.len() == y.len(),
             "RtMatrix: bias length"
         );
-        if let Store::Packed { data, seg } = &self.store {
-            if *seg == self.rows {
-                assert!(
-                    x.len() == self.cols && y.len() == self.rows,
-                    "RtMatrix: bad shapes"
-                );
-                return matvec_packed_bias(data, x, bias, y);
-            }
+        if let Some(p) = self.whole_packed() {
+            assert!(
+                x.len() == self.cols && y.len() == self.rows,
+                "RtMatrix: bad shapes"
+            );
+            return matvec_packed_sum(&[(p, x)], bias, y);
         }
-        if bias.is_empty() {
-            y.fill(0.0);
-        } else {
-            y.copy_from_slice(bias);
-        }
+        start_from(bias, y);
         self.matvec_add(x, y);
+    }
+
+    /// `y = bias + A·xa + B·xb` for two matrices of the same rows (an LSTM's input and
+    /// recurrent weights): one pass and one store when both are packed.
+    pub fn matvec2_bias(
+        a: &mut RtMatrix,
+        xa: &[f32],
+        b: &mut RtMatrix,
+        xb: &[f32],
+        bias: &[f32],
+        y: &mut [f32],
+    ) {
+        if let (Some(pa), Some(pb)) = (a.whole_packed(), b.whole_packed()) {
+            assert!(
+                xa.len() == a.cols && xb.len() == b.cols && y.len() == a.rows && b.rows == a.rows,
+                "RtMatrix: bad shapes"
+            );
+            assert!(bias.is_empty() || bias.len() == y.len(), "RtMatrix: bias length");
+            return matvec_packed_sum(&[(pa, xa), (pb, xb)], bias, y);
+        }
+        a.matvec_bias(xa, bias, y);
+        b.matvec_add(xb, y);
+    }
+
+    /// The packed weights when the matrix is packed as one segment.
+    fn whole_packed(&self) -> Option<&[f32]> {
+        match &self.store {
+            Store::Packed { data, seg } if *seg == self.rows => Some(data),
+            _ => None,
+        }
     }
 
     /// `y += W·x` (`x.len() == cols`, `y.len() == rows`): a bias or a second matrix's product
@@ -240,35 +264,52 @@ impl RtMatrix {
         }
     }
 
-    /// `y = W[r0 .. r0 + y.len()]·x`: one group's block of output rows (grouped
-    /// convolutions; a packed matrix must have been split with
-    /// [`RtMatrix::with_row_segments`] into segments of `y.len()` rows, and `r0` must start
-    /// one). Panics on shapes the layer's constructor ruled out.
-    pub fn matvec_rows(&mut self, r0: usize, x: &[f32], y: &mut [f32]) {
+    /// `y = bias + W[r0 .. r0 + y.len()]·x` (`bias` empty for none, else `y.len()` long): one
+    /// group's block of output rows (grouped convolutions; a packed matrix must have been
+    /// split with [`RtMatrix::with_row_segments`] into segments of `y.len()` rows, and `r0`
+    /// must start one). Panics on shapes the layer's constructor ruled out.
+    pub fn matvec_rows(&mut self, r0: usize, x: &[f32], bias: &[f32], y: &mut [f32]) {
         let (rows, cols) = (self.rows, self.cols);
         assert!(
-            x.len() == cols && r0 + y.len() <= rows,
+            x.len() == cols && r0 + y.len() <= rows && (bias.is_empty() || bias.len() == y.len()),
             "RtMatrix: bad shapes"
         );
-        y.fill(0.0);
         match &mut self.store {
-            Store::Rows(w) => matvec(&w[r0 * cols..], cols, x, y),
             Store::Packed { data, seg } => {
                 assert!(
                     y.len() == *seg && r0.is_multiple_of(*seg),
                     "RtMatrix: rows not a packed segment"
                 );
-                matvec_packed(&data[(r0 / *seg) * packed_len(*seg, cols)..], x, y);
+                let p = &data[(r0 / *seg) * packed_len(*seg, cols)..];
+                matvec_packed_sum(&[(p, x)], bias, y);
             }
-            Store::Q8_0 { data, xq, .. } => {
+            Store::Rows(w) => {
+                start_from(bias, y);
+                matvec(&w[r0 * cols..], cols, x, y);
+            }
+            Store::Q8_0 { data, xq, tmp } => {
                 let rb = data.len() / rows.max(1);
                 let w = &data[r0 * rb..(r0 + y.len()) * rb];
-                if kiln_quant::q8_0_matvec(w, cols, x, xq, y).is_err() {
+                let t = &mut tmp[..y.len()];
+                if kiln_quant::q8_0_matvec(w, cols, x, xq, t).is_err() {
                     // Unreachable: the constructor checked every length.
-                    y.fill(f32::NAN);
+                    t.fill(f32::NAN);
+                }
+                start_from(bias, y);
+                for (o, &v) in y.iter_mut().zip(t.iter()) {
+                    *o += v;
                 }
             }
         }
+    }
+}
+
+/// `y = bias`, or zeros when `bias` is empty.
+fn start_from(bias: &[f32], y: &mut [f32]) {
+    if bias.is_empty() {
+        y.fill(0.0);
+    } else {
+        y.copy_from_slice(bias);
     }
 }
 
@@ -305,7 +346,7 @@ mod tests {
             assert_eq!(ms.to_rows(), w);
             for r0 in (0..rows).step_by(seg) {
                 let mut y2 = vec![7.0; seg];
-                ms.matvec_rows(r0, &x, &mut y2);
+                ms.matvec_rows(r0, &x, &[], &mut y2);
                 for k in 0..seg {
                     assert!((y2[k] - y[r0 + k]).abs() < 1e-5, "rows={rows} r={}", r0 + k);
                 }

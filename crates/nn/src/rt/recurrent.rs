@@ -74,8 +74,14 @@ impl Lstm {
         self.c.fill(0.0);
     }
     pub fn forward(&mut self, x: &[f32], y: &mut [f32]) {
-        self.w_ih.matvec_bias(x, &self.b, &mut self.gates);
-        self.w_hh.matvec_add(&self.h, &mut self.gates);
+        RtMatrix::matvec2_bias(
+            &mut self.w_ih,
+            x,
+            &mut self.w_hh,
+            &self.h,
+            &self.b,
+            &mut self.gates,
+        );
         lstm_update(&self.gates, &mut self.c, &mut self.h);
         y.copy_from_slice(&self.h);
     }
