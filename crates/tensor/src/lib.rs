@@ -7,6 +7,7 @@ pub mod membench;
 pub mod ops;
 pub mod pool;
 pub mod rnn_cell;
+mod simd512;
 
 pub use bytes::{ByteSource, SharedBytes};
 pub use cpu::{features, CpuFeatures, KernelChoice};

@@ -217,10 +217,10 @@ mod x86 {
         super::packed_body::<true>(terms, init, y)
     }
 
-    /// [`super::packed_body`] in AVX-512 intrinsics: the edge panel loads and stores through
-    /// a lane mask, so a 4-row or 24-row matrix costs no scalar loops or copies (the
-    /// auto-vectorized body spent most of a 4×4 product there). Whole panels use plain
-    /// stores: a masked store cannot forward to the loads that read the result next.
+    /// [`super::packed_body`] in AVX-512 intrinsics: the edge panel loads through a lane
+    /// mask, so a 4-row or 24-row matrix costs no scalar loops or copies (the
+    /// auto-vectorized body spent most of a 4×4 product there); results go out through
+    /// plain stores (`simd512::store_first`).
     /// The caller checks the shapes (`super::packed`).
     #[target_feature(enable = "avx512f,fma")]
     pub fn matvec_packed_avx512(terms: &[Term], init: Option<&[f32]>, y: &mut [f32]) {
@@ -254,8 +254,7 @@ mod x86 {
     /// Lane mask of panel `g` of a block of `n` rows.
     #[inline(always)]
     fn mask(g: usize, n: usize) -> u16 {
-        let live = n.saturating_sub(g * 16).min(16);
-        ((1u32 << live) - 1) as u16
+        crate::simd512::first_lanes(n.saturating_sub(g * 16))
     }
 
     #[inline(always)]
@@ -300,11 +299,7 @@ mod x86 {
         }
         for g in 0..G {
             let v = _mm512_add_ps(a[g], b[g]);
-            if n >= (g + 1) * 16 {
-                _mm512_storeu_ps(out.add(g * 16), v);
-            } else {
-                _mm512_mask_storeu_ps(out.add(g * 16), mask(g, n), v);
-            }
+            crate::simd512::store_first(out.add(g * 16), v, n.saturating_sub(g * 16).min(16));
         }
     }
 }
@@ -469,7 +464,9 @@ mod tests {
             let f = crate::cpu::features();
             if f.avx2 && f.fma {
                 // SAFETY: features checked before this variant is listed.
-                variants.push(("avx2", |t, i, y| unsafe { x86::matvec_packed_avx2(t, i, y) }));
+                variants.push(("avx2", |t, i, y| unsafe {
+                    x86::matvec_packed_avx2(t, i, y)
+                }));
             }
             if f.avx512f && f.fma {
                 // SAFETY: as above.

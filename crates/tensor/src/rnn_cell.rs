@@ -127,17 +127,95 @@ mod x86 {
     pub fn lstm_avx2(gates: &[f32], c: &mut [f32], h: &mut [f32]) {
         super::lstm_body::<Fast>(gates, c, h)
     }
+    /// [`super::lstm_body`] in AVX-512 intrinsics: 16 units per step, the last step through
+    /// a lane mask, so 4 or 24 units run no scalar tail (LSTM 4×4 spent half its time there).
     #[target_feature(enable = "avx512f,fma")]
     pub fn lstm_avx512(gates: &[f32], c: &mut [f32], h: &mut [f32]) {
-        super::lstm_body::<Fast>(gates, c, h)
+        use super::v512::{sigmoid, tanh};
+        use std::arch::x86_64::*;
+        let u = c.len().min(h.len());
+        if gates.len() < 4 * u {
+            return;
+        }
+        for k in (0..u).step_by(16) {
+            let n = (u - k).min(16);
+            let m = crate::simd512::first_lanes(n);
+            // SAFETY: lanes below `n` address units `k..k + n` of each gate block, `c` and `h`
+            // (all checked above); the masks keep the loads there and `store_first` writes
+            // exactly `n` floats.
+            unsafe {
+                let g = gates.as_ptr().add(k);
+                let i = _mm512_maskz_loadu_ps(m, g);
+                let f = _mm512_maskz_loadu_ps(m, g.add(u));
+                let gg = _mm512_maskz_loadu_ps(m, g.add(2 * u));
+                let o = _mm512_maskz_loadu_ps(m, g.add(3 * u));
+                let cv = _mm512_maskz_loadu_ps(m, c.as_ptr().add(k));
+                let cn = _mm512_fmadd_ps(sigmoid(f), cv, _mm512_mul_ps(sigmoid(i), tanh(gg)));
+                let hn = _mm512_mul_ps(sigmoid(o), tanh(cn));
+                crate::simd512::store_first(c.as_mut_ptr().add(k), cn, n);
+                crate::simd512::store_first(h.as_mut_ptr().add(k), hn, n);
+            }
+        }
     }
     #[target_feature(enable = "avx2,fma")]
     pub fn gru_avx2(gi: &[f32], gh: &[f32], h: &mut [f32]) {
         super::gru_body::<Fast>(gi, gh, h)
     }
+    /// [`super::gru_body`] in AVX-512 intrinsics, masked like [`lstm_avx512`].
     #[target_feature(enable = "avx512f,fma")]
     pub fn gru_avx512(gi: &[f32], gh: &[f32], h: &mut [f32]) {
-        super::gru_body::<Fast>(gi, gh, h)
+        use super::v512::{sigmoid, tanh};
+        use std::arch::x86_64::*;
+        let u = h.len();
+        if gi.len() < 3 * u || gh.len() < 3 * u {
+            return;
+        }
+        for k in (0..u).step_by(16) {
+            let n = (u - k).min(16);
+            let m = crate::simd512::first_lanes(n);
+            // SAFETY: as in `lstm_avx512`: units `k..k + n` of every block, masked loads,
+            // `store_first` writes exactly `n` floats.
+            unsafe {
+                let (a, b) = (gi.as_ptr().add(k), gh.as_ptr().add(k));
+                let ld = |p: *const f32| _mm512_maskz_loadu_ps(m, p);
+                let z = sigmoid(_mm512_add_ps(ld(a), ld(b)));
+                let r = sigmoid(_mm512_add_ps(ld(a.add(u)), ld(b.add(u))));
+                let nn = tanh(_mm512_fmadd_ps(r, ld(b.add(2 * u)), ld(a.add(2 * u))));
+                let hv = _mm512_maskz_loadu_ps(m, h.as_ptr().add(k));
+                // (1 − z)·n + z·h = n + z·(h − n)
+                let hn = _mm512_fmadd_ps(z, _mm512_sub_ps(hv, nn), nn);
+                crate::simd512::store_first(h.as_mut_ptr().add(k), hn, n);
+            }
+        }
+    }
+}
+
+/// The fast sigmoid and tanh of this module on AVX-512 vectors (same formulas).
+#[cfg(target_arch = "x86_64")]
+mod v512 {
+    use crate::ops::exp::exp512;
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx512f,fma")]
+    #[inline]
+    pub(super) fn sigmoid(x: __m512) -> __m512 {
+        let one = _mm512_set1_ps(1.0);
+        // SAFETY: this function's own target features are exp512's.
+        let e = unsafe { exp512(_mm512_sub_ps(_mm512_setzero_ps(), x)) };
+        _mm512_div_ps(one, _mm512_add_ps(one, e))
+    }
+
+    #[target_feature(enable = "avx512f,fma")]
+    #[inline]
+    pub(super) fn tanh(x: __m512) -> __m512 {
+        let one = _mm512_set1_ps(1.0);
+        let sign = _mm512_set1_epi32(i32::MIN);
+        let ax = _mm512_castsi512_ps(_mm512_andnot_si512(sign, _mm512_castps_si512(x)));
+        // SAFETY: as above.
+        let e = unsafe { exp512(_mm512_mul_ps(_mm512_set1_ps(-2.0), ax)) };
+        let t = _mm512_div_ps(_mm512_sub_ps(one, e), _mm512_add_ps(one, e));
+        let xs = _mm512_and_si512(sign, _mm512_castps_si512(x));
+        _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(t), xs))
     }
 }
 

@@ -115,7 +115,8 @@ impl Conv1d {
                 }
                 let rows = g * out_g..(g + 1) * out_g;
                 let bias = self.b.get(rows.clone()).unwrap_or(&[]);
-                self.w.matvec_rows(g * out_g, &self.patch, bias, &mut y[rows]);
+                self.w
+                    .matvec_rows(g * out_g, &self.patch, bias, &mut y[rows]);
             }
             if c.stride > 1 {
                 self.held.copy_from_slice(y);

@@ -224,7 +224,10 @@ impl RtMatrix {
                 xa.len() == a.cols && xb.len() == b.cols && y.len() == a.rows && b.rows == a.rows,
                 "RtMatrix: bad shapes"
             );
-            assert!(bias.is_empty() || bias.len() == y.len(), "RtMatrix: bias length");
+            assert!(
+                bias.is_empty() || bias.len() == y.len(),
+                "RtMatrix: bias length"
+            );
             return matvec_packed_sum(&[(pa, xa), (pb, xb)], bias, y);
         }
         a.matvec_bias(xa, bias, y);
