@@ -241,10 +241,10 @@ mod x86 {
             // access to a row below `n`.
             unsafe {
                 match n.div_ceil(PANEL) {
-                    1 => block::<1>(terms, r0, start, out, n),
-                    2 => block::<2>(terms, r0, start, out, n),
-                    3 => block::<3>(terms, r0, start, out, n),
-                    _ => block::<BLOCK>(terms, r0, start, out, n),
+                    1 => block::<1, 4>(terms, r0, start, out, n),
+                    2 => block::<2, 2>(terms, r0, start, out, n),
+                    3 => block::<3, 2>(terms, r0, start, out, n),
+                    _ => block::<BLOCK, 2>(terms, r0, start, out, n),
                 }
             }
             r0 += n;
@@ -257,8 +257,11 @@ mod x86 {
         crate::simd512::first_lanes(n.saturating_sub(g * 16))
     }
 
+    /// `S` accumulator sets take inputs `i ≡ s (mod S)`: with one panel (`G = 1`) four sets
+    /// keep four FMAs in flight, which is what the FMA latency needs (a 16×240 conv tap
+    /// matrix is latency-bound with two).
     #[inline(always)]
-    unsafe fn block<const G: usize>(
+    unsafe fn block<const G: usize, const S: usize>(
         terms: &[Term],
         r0: usize,
         start: Option<*const f32>,
@@ -267,10 +270,9 @@ mod x86 {
     ) {
         use std::arch::x86_64::*;
         let width = G * 16;
-        let mut a = [_mm512_setzero_ps(); G];
-        let mut b = [_mm512_setzero_ps(); G];
+        let mut acc = [[_mm512_setzero_ps(); G]; S];
         if let Some(s) = start {
-            for (g, ag) in a.iter_mut().enumerate() {
+            for (g, ag) in acc[0].iter_mut().enumerate() {
                 *ag = _mm512_maskz_loadu_ps(mask(g, n), s.add(g * 16));
             }
         }
@@ -278,28 +280,32 @@ mod x86 {
             let cols = x.len();
             let w = p.as_ptr().add(r0 * cols);
             let mut i = 0;
-            while i + 1 < cols {
-                let x0 = _mm512_set1_ps(*x.get_unchecked(i));
-                let x1 = _mm512_set1_ps(*x.get_unchecked(i + 1));
-                let c0 = w.add(i * width);
-                let c1 = c0.add(width);
-                for g in 0..G {
-                    a[g] = _mm512_fmadd_ps(_mm512_loadu_ps(c0.add(g * 16)), x0, a[g]);
-                    b[g] = _mm512_fmadd_ps(_mm512_loadu_ps(c1.add(g * 16)), x1, b[g]);
+            while i + S <= cols {
+                for (s, set) in acc.iter_mut().enumerate() {
+                    let xs = _mm512_set1_ps(*x.get_unchecked(i + s));
+                    let c = w.add((i + s) * width);
+                    for (g, ag) in set.iter_mut().enumerate() {
+                        *ag = _mm512_fmadd_ps(_mm512_loadu_ps(c.add(g * 16)), xs, *ag);
+                    }
                 }
-                i += 2;
+                i += S;
             }
-            if i < cols {
-                let xi = _mm512_set1_ps(*x.get_unchecked(i));
-                let c = w.add(i * width);
-                for (g, ag) in a.iter_mut().enumerate() {
-                    *ag = _mm512_fmadd_ps(_mm512_loadu_ps(c.add(g * 16)), xi, *ag);
+            for (s, set) in acc.iter_mut().enumerate().take(cols - i) {
+                let xs = _mm512_set1_ps(*x.get_unchecked(i + s));
+                let c = w.add((i + s) * width);
+                for (g, ag) in set.iter_mut().enumerate() {
+                    *ag = _mm512_fmadd_ps(_mm512_loadu_ps(c.add(g * 16)), xs, *ag);
                 }
             }
         }
-        for g in 0..G {
-            let v = _mm512_add_ps(a[g], b[g]);
-            crate::simd512::store_first(out.add(g * 16), v, n.saturating_sub(g * 16).min(16));
+        let mut sum = acc[0];
+        for set in &acc[1..] {
+            for (t, v) in sum.iter_mut().zip(set) {
+                *t = _mm512_add_ps(*t, *v);
+            }
+        }
+        for (g, v) in sum.iter().enumerate() {
+            crate::simd512::store_first(out.add(g * 16), *v, n.saturating_sub(g * 16).min(16));
         }
     }
 }

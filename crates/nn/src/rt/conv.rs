@@ -22,7 +22,19 @@ pub struct Conv1dConfig {
     pub stride: usize,
 }
 
+impl Conv1dConfig {
+    /// Whether each frame's input column must be gathered from the history (dilated taps or
+    /// several groups) rather than read in place.
+    fn gathers(&self) -> bool {
+        self.dilation != 1 || self.groups != 1
+    }
+}
+
 /// `y[t] = b + Σ_j W_j · x[t − (k−1−j)·d]` per group.
+///
+/// The history ring holds every frame twice (slots `p` and `p + len`), so with dilation 1 and
+/// one group the last `k` frames, oldest first, are already the contiguous input column of the
+/// weights and nothing is gathered per frame.
 #[derive(Debug, Clone)]
 pub struct Conv1d {
     cfg: Conv1dConfig,
@@ -76,11 +88,11 @@ impl Conv1d {
             cfg,
             w,
             b: bias,
-            hist: vec![0.0; len * c.in_ch],
+            hist: vec![0.0; 2 * len * c.in_ch],
             len,
             pos: 0,
             phase: 0,
-            patch: vec![0.0; cols],
+            patch: vec![0.0; if c.gathers() { cols } else { 0 }],
             held: vec![0.0; if c.stride > 1 { c.out_ch } else { 0 }],
         })
     }
@@ -101,16 +113,24 @@ impl Conv1d {
     }
     pub fn forward(&mut self, x: &[f32], y: &mut [f32]) {
         let c = self.cfg;
-        self.hist[self.pos * c.in_ch..(self.pos + 1) * c.in_ch].copy_from_slice(x);
+        let f = c.in_ch;
+        self.hist[self.pos * f..(self.pos + 1) * f].copy_from_slice(x);
+        let twin = self.pos + self.len;
+        self.hist[twin * f..(twin + 1) * f].copy_from_slice(x);
         let compute = self.phase == 0;
         self.phase = (self.phase + 1) % c.stride;
-        if compute {
+        if !compute {
+            y.copy_from_slice(&self.held);
+        } else if !c.gathers() {
+            let window = &self.hist[(self.pos + 1) * f..(twin + 1) * f];
+            self.w.matvec_rows(0, window, &self.b, y);
+        } else {
             let (in_g, out_g) = (c.in_ch / c.groups, c.out_ch / c.groups);
             for g in 0..c.groups {
                 for j in 0..c.kernel {
                     let back = (c.kernel - 1 - j) * c.dilation;
                     let slot = (self.pos + self.len - back) % self.len;
-                    let src = &self.hist[slot * c.in_ch + g * in_g..][..in_g];
+                    let src = &self.hist[slot * f + g * in_g..][..in_g];
                     self.patch[j * in_g..(j + 1) * in_g].copy_from_slice(src);
                 }
                 let rows = g * out_g..(g + 1) * out_g;
@@ -118,11 +138,9 @@ impl Conv1d {
                 self.w
                     .matvec_rows(g * out_g, &self.patch, bias, &mut y[rows]);
             }
-            if c.stride > 1 {
-                self.held.copy_from_slice(y);
-            }
-        } else {
-            y.copy_from_slice(&self.held);
+        }
+        if compute && c.stride > 1 {
+            self.held.copy_from_slice(y);
         }
         self.pos = (self.pos + 1) % self.len;
     }

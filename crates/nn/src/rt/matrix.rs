@@ -26,10 +26,10 @@ enum Store {
 
 /// Whether a dot per output row beats the packed columns for this shape. A dot costs its
 /// 16-wide FMAs plus about 8 instructions of horizontal sum; a packed pass costs one FMA per
-/// input and 16-row panel, and at least two cycles of FMA latency per input (the even/odd
-/// chains). Row dots win only for a few long rows (a 24→1 output layer).
+/// input and 16-row panel (one panel keeps four chains in flight, so that is also its latency
+/// floor). Row dots win only for a few long rows (a 24→1 output layer).
 fn dots_win(rows: usize, cols: usize) -> bool {
-    rows * (cols.div_ceil(16) + 8) < (cols * rows.div_ceil(16)).max(2 * cols)
+    rows * (cols.div_ceil(16) + 8) < cols * rows.div_ceil(16)
 }
 
 /// A `rows × cols` weight matrix (`y = W·x`, logical layout `[out][in]`).
