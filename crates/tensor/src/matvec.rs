@@ -354,6 +354,7 @@ pub fn matvec_packed(p: &[f32], x: &[f32], y: &mut [f32]) {
 /// rows, and its input), `bias` empty for none, else `y.len()` long. The bias is the
 /// accumulators' start and all terms share the accumulators, so an LSTM's `W_ih·x + W_hh·h
 /// + b` is one pass with one store.
+#[inline]
 pub fn matvec_packed_sum(terms: &[Term], bias: &[f32], y: &mut [f32]) {
     assert!(
         bias.is_empty() || bias.len() == y.len(),
@@ -362,6 +363,7 @@ pub fn matvec_packed_sum(terms: &[Term], bias: &[f32], y: &mut [f32]) {
     packed(terms, Some(bias), y)
 }
 
+#[inline]
 fn packed(terms: &[Term], init: Option<&[f32]>, y: &mut [f32]) {
     assert!(
         terms

@@ -193,6 +193,7 @@ impl RtMatrix {
 
     /// `y = bias + W·x` (`bias` empty for none, else `rows` long). Packed matrices start
     /// their accumulators from the bias, so it costs no pass of its own.
+    #[inline]
     pub fn matvec_bias(&mut self, x: &[f32], bias: &[f32], y: &mut [f32]) {
         assert!(
             bias.is_empty() || bias.len() == y.len(),
@@ -235,6 +236,7 @@ impl RtMatrix {
     }
 
     /// The packed weights when the matrix is packed as one segment.
+    #[inline]
     fn whole_packed(&self) -> Option<&[f32]> {
         match &self.store {
             Store::Packed { data, seg } if *seg == self.rows => Some(data),

@@ -108,6 +108,7 @@ impl RtLayer {
 
     /// One frame: `x.len() == in_size()`, `y.len() == out_size()`; never allocates.
     /// Panics if the lengths are wrong (the net checks them once when it is built).
+    #[inline]
     pub fn forward(&mut self, x: &[f32], y: &mut [f32]) {
         assert!(
             x.len() == self.in_size() && y.len() == self.out_size(),
