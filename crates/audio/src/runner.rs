@@ -140,8 +140,10 @@ impl Runner {
     /// Starts the worker; returns it with the audio side to hand to the audio thread.
     pub fn start(chain: Chain, cfg: RunnerConfig) -> Result<(Runner, AudioSide), AudioError> {
         let (in_size, out_size) = (chain.in_size(), chain.out_size());
-        let (in_p, in_c) = RingBuffer::<f32>::new(in_size * cfg.queue_frames.max(1));
-        let (out_p, out_c) = RingBuffer::<f32>::new(out_size * cfg.result_frames.max(1));
+        let (mut in_p, mut in_c) = RingBuffer::<f32>::new(in_size * cfg.queue_frames.max(1));
+        let (mut out_p, mut out_c) = RingBuffer::<f32>::new(out_size * cfg.result_frames.max(1));
+        prefault(&mut in_p, &mut in_c);
+        prefault(&mut out_p, &mut out_c);
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
             dropped: AtomicU64::new(0),
@@ -158,7 +160,8 @@ impl Runner {
             output: out_c,
             in_size,
             out_size,
-            latest: vec![0.0; out_size],
+            // Not zeros: a zeroed allocation's pages are mapped lazily, at the first write.
+            latest: vec![f32::NAN; out_size],
             has_latest: false,
             shared: shared.clone(),
             calls: Samples::with_capacity(cfg.latency_capacity),
@@ -191,6 +194,21 @@ impl Runner {
 const SPIN_POLLS: u32 = 2000;
 /// Sleep between polls when idle (off the audio thread, so sleeping is fine).
 const IDLE_SLEEP: Duration = Duration::from_micros(20);
+
+/// Writes the whole ring once and reads it back, so its pages are mapped before the audio
+/// thread's first push (a first write to a fresh page is a page fault).
+fn prefault(p: &mut Producer<f32>, c: &mut Consumer<f32>) {
+    let n = p.slots();
+    if let Ok(mut chunk) = p.write_chunk(n) {
+        let (a, b) = chunk.as_mut_slices();
+        a.fill(f32::NAN);
+        b.fill(f32::NAN);
+        chunk.commit_all();
+    }
+    if let Ok(chunk) = c.read_chunk(n) {
+        chunk.commit_all();
+    }
+}
 
 fn worker(
     mut chain: Chain,

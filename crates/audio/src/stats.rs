@@ -9,11 +9,14 @@ pub struct Samples {
 }
 
 impl Samples {
+    /// A buffer for `capacity` samples whose pages are already written once: a fresh
+    /// allocation is mapped lazily, and the first `record` on each page would otherwise take a
+    /// page fault (a trip into the kernel) on the audio thread.
     pub fn with_capacity(capacity: usize) -> Samples {
-        Samples {
-            ns: Vec::with_capacity(capacity),
-            seen: 0,
-        }
+        let mut ns = Vec::with_capacity(capacity);
+        ns.resize(capacity, u64::MAX);
+        ns.clear();
+        Samples { ns, seen: 0 }
     }
 
     /// Records one duration; never allocates (drops it once the buffer is full).

@@ -175,14 +175,20 @@ pub fn main(args: RtBenchArgs) -> Result<()> {
         chain.clear_stats();
         let rt = realtime(chain, &frames, Duration::from_micros(args.period_us))?;
         println!(
-            "real-time run (period {} us): {} pushed, {} processed, {} dropped; pipeline p99 {:.2} us; audio-thread calls p99 {:.3} us, max {:.3} us",
+            "real-time run (period {} us): {} pushed, {} processed, {} dropped; pipeline p99 {:.2} us; audio-thread calls p99 {:.3} us, max {:.3} us; the OS preempted the audio thread around {} of its frames{}",
             args.period_us,
             rt["frames_pushed"],
             rt["frames_processed"],
             rt["frames_dropped"],
             rt["pipeline"]["p99_us"].as_f64().unwrap_or(0.0),
             rt["audio_calls"]["p99_us"].as_f64().unwrap_or(0.0),
-            rt["audio_calls"]["max_us"].as_f64().unwrap_or(0.0)
+            rt["audio_calls"]["max_us"].as_f64().unwrap_or(0.0),
+            rt["audio_frames_preempted"],
+            if rt["slowest_audio_frame_preempted"].as_bool() == Some(true) {
+                " (the slowest among them)"
+            } else {
+                ""
+            }
         );
         report["realtime"] = rt;
     }
@@ -225,6 +231,7 @@ fn realtime(chain: Chain, frames: &[Vec<f32>], period: Duration) -> Result<Value
     let (runner, mut audio) = Runner::start(chain, cfg)?;
     let start = Instant::now();
     let mut checksum = 0.0f64;
+    let (mut preempted_frames, mut slowest) = (0u64, (Duration::ZERO, false));
     for (i, x) in frames.iter().enumerate() {
         let deadline = start + period * i as u32;
         // Sleep most of the way, then spin: an audio callback arrives on time.
@@ -235,9 +242,19 @@ fn realtime(chain: Chain, frames: &[Vec<f32>], period: Duration) -> Result<Value
         while Instant::now() < deadline {
             std::hint::spin_loop();
         }
+        // The calls' own durations are recorded inside them; around them this thread only
+        // notes whether the OS preempted it meanwhile, which explains a rare slow call.
+        let before = preemptions();
+        let t = Instant::now();
         audio.push_frame(x);
         if let Some(y) = audio.read_latest() {
             checksum += y.first().copied().unwrap_or(0.0) as f64;
+        }
+        let took = t.elapsed();
+        let preempted = matches!((before, preemptions()), (Some(a), Some(b)) if b > a);
+        preempted_frames += preempted as u64;
+        if took >= slowest.0 {
+            slowest = (took, preempted);
         }
     }
     // Give the worker one period to finish the last frame before stopping.
@@ -263,8 +280,21 @@ fn realtime(chain: Chain, frames: &[Vec<f32>], period: Duration) -> Result<Value
         "models": models,
         "memory_bytes": r.memory_bytes,
         "audio_calls": lat_json(&r.audio_calls),
+        "audio_frames_preempted": preempted_frames,
+        "slowest_audio_frame_us": slowest.0.as_secs_f64() * 1e6,
+        "slowest_audio_frame_preempted": slowest.1,
         "checksum": checksum,
     }))
+}
+
+/// Involuntary context switches of the calling thread so far (`None` where the OS does not
+/// say): a push or read that took long while this count rose was descheduled, not waiting.
+fn preemptions() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/thread-self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("nonvoluntary_ctxt_switches:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 fn write_example(dir: &Path, seed: u64, int8: bool) -> Result<()> {
