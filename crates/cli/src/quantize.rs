@@ -1,14 +1,17 @@
 //! `kiln quantize`: argument parsing, progress bar and the per-tensor error table around
-//! `kiln_models::quantize::quantize_file`.
+//! `kiln_models::quantize::quantize_file`; real-time audio nets (RTNeural JSON or rtnet GGUF)
+//! go to INT8 here too, with a per-layer error report on given or generated frames.
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+use kiln_gguf::GgufFile;
 use kiln_models::imatrix::Imatrix;
 use kiln_models::quantize::{quantize_file, QuantizeReport, QuantizeSpec};
+use kiln_models::rtnet::{self, csv::parse_rows, RtNet};
 use kiln_quant::QuantType;
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Args, Debug)]
 pub struct QuantizeArgs {
@@ -44,6 +47,10 @@ pub struct QuantizeArgs {
     /// Also write the report as JSON to this file.
     #[arg(long)]
     pub report: Option<PathBuf>,
+    /// Audio nets: input frames (CSV, one frame per row) to measure the INT8 error on
+    /// (default: 1000 frames of seeded uniform noise in [-1, 1]).
+    #[arg(long, value_name = "CSV")]
+    pub frames: Option<PathBuf>,
 }
 
 fn parse_type(s: &str) -> Result<QuantType, String> {
@@ -67,6 +74,15 @@ pub fn main(args: QuantizeArgs) -> Result<()> {
                 bail!("report directory {} does not exist", d.display());
             }
         }
+    }
+    if let Some(net) = audio_net(&args.input)? {
+        return quantize_audio_net(&args, net);
+    }
+    if args.frames.is_some() {
+        bail!(
+            "--frames applies to real-time audio nets; {} is not one",
+            args.input.display()
+        );
     }
     let imatrix = match &args.imatrix {
         Some(p) => Some(Imatrix::load(p).with_context(|| format!("loading {}", p.display()))?),
@@ -126,6 +142,129 @@ pub fn main(args: QuantizeArgs) -> Result<()> {
         "kiln: wrote {} in {:.1} s",
         args.output.display(),
         start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The input as a real-time audio net when it is one: an RTNeural JSON file, or a GGUF file
+/// whose architecture is `rtnet`. `None` for anything else (an LLM GGUF file).
+fn audio_net(path: &Path) -> Result<Option<RtNet>> {
+    let json = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+    if !json {
+        let file = GgufFile::open(path).with_context(|| format!("loading {}", path.display()))?;
+        if file.architecture().ok() != Some(rtnet::gguf::ARCH) {
+            return Ok(None);
+        }
+    }
+    let net = RtNet::load(path).with_context(|| format!("loading {}", path.display()))?;
+    Ok(Some(net))
+}
+
+/// Frames of seeded uniform noise in [-1, 1) (xorshift64), the default INT8 error probe.
+fn noise_frames(n: usize, width: usize) -> Vec<Vec<f32>> {
+    let mut s = 0x9E37_79B9_7F4A_7C15u64;
+    (0..n)
+        .map(|_| {
+            (0..width)
+                .map(|_| {
+                    s ^= s << 13;
+                    s ^= s >> 7;
+                    s ^= s << 17;
+                    (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// `kiln quantize` for an audio net: every matrix to Q8_0 (or the net stored as f32), written
+/// as rtnet GGUF, with the per-layer error of the result against the input net.
+fn quantize_audio_net(args: &QuantizeArgs, net: RtNet) -> Result<()> {
+    let name = args.input.display();
+    let llm_only = [
+        ("--tensor-type", !args.tensor_type.is_empty()),
+        ("--output-type", args.output_type.is_some()),
+        ("--embedding-type", args.embedding_type.is_some()),
+        ("--imatrix", args.imatrix.is_some()),
+        ("--clip-percentile", args.clip_percentile.is_some()),
+        ("--max-tensor-error", args.max_tensor_error.is_some()),
+    ];
+    if let Some((flag, _)) = llm_only.iter().find(|(_, set)| *set) {
+        bail!("{flag} applies to LLM files; {name} is a real-time audio net");
+    }
+    let out = match args.ty {
+        QuantType::Q8_0 => net.to_q8_0(),
+        QuantType::F32 => net.clone(),
+        other => bail!(
+            "{name} is a real-time audio net: it is stored as q8_0 (INT8) or f32, not {}",
+            other.name()
+        ),
+    };
+    let (frames, source) = match &args.frames {
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            let rows = parse_rows(&text).with_context(|| format!("reading {}", p.display()))?;
+            if let Some((i, r)) = rows
+                .iter()
+                .enumerate()
+                .find(|(_, r)| r.len() != net.in_size())
+            {
+                bail!(
+                    "{}: row {} has {} values, the net takes {} per frame",
+                    p.display(),
+                    i + 1,
+                    r.len(),
+                    net.in_size()
+                );
+            }
+            (rows, p.display().to_string())
+        }
+        None => (
+            noise_frames(1000, net.in_size()),
+            "seeded noise in [-1, 1]".to_owned(),
+        ),
+    };
+    let rep = rtnet::report::compare(&net, &out, &frames)?;
+    rtnet::gguf::save(&out, &args.output)
+        .with_context(|| format!("writing {}", args.output.display()))?;
+    if let Some(p) = &args.report {
+        let layers: Vec<serde_json::Value> = rep
+            .layers
+            .iter()
+            .map(|l| {
+                serde_json::json!({
+                    "index": l.index, "type": l.kind,
+                    "weights": l.weight_type.map(|t| t.name()),
+                    "max_abs": l.error.max_abs, "rms": l.error.rms, "ref_rms": l.error.ref_rms,
+                })
+            })
+            .collect();
+        let json = serde_json::json!({
+            "input": name.to_string(), "output": args.output.display().to_string(),
+            "type": args.ty.name(), "frames": rep.frames, "frames_source": source,
+            "layers": layers,
+            "output_error": {
+                "max_abs": rep.output.max_abs, "rms": rep.output.rms,
+                "relative_rms": rep.output.relative_rms(),
+            },
+            "bytes_before": rep.reference_bytes, "bytes_after": rep.quantized_bytes,
+        });
+        write_atomic(p, serde_json::to_string_pretty(&json)?.as_bytes())?;
+    }
+    let what = if args.ty == QuantType::Q8_0 {
+        "INT8 (Q8_0)"
+    } else {
+        args.ty.name()
+    };
+    let table = crate::rt_run::quant_table(what, &rep);
+    crate::common::print_stdout(&format!("{table}(frames: {source})\n"))?;
+    eprintln!(
+        "kiln: wrote {} ({} layers)",
+        args.output.display(),
+        out.layers().len()
     );
     Ok(())
 }

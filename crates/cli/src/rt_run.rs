@@ -20,7 +20,7 @@ pub struct RtRunArgs {
     /// Output CSV (default: stdout). Written only when every frame ran.
     #[arg(long)]
     pub output: Option<PathBuf>,
-    /// Run with INT8 (Q8_0) weights wherever a matrix's rows are whole 32-blocks.
+    /// Run with INT8 (Q8_0) weights (rows padded to whole 32-blocks where needed).
     #[arg(long)]
     pub int8: bool,
     /// Print the per-layer and output error of INT8 weights against f32 on these inputs
@@ -50,28 +50,7 @@ pub fn main(args: RtRunArgs) -> Result<()> {
     }
     if args.int8_report {
         let rep = report::int8_report(&net, &rows)?;
-        eprintln!("INT8 (Q8_0) vs f32 over {} frames:", rep.frames);
-        eprintln!(
-            "{:>5}  {:<16} {:<8} {:>12} {:>12} {:>12}",
-            "layer", "type", "weights", "max_abs", "rms", "ref_rms"
-        );
-        for l in &rep.layers {
-            let w = l
-                .weight_type
-                .map_or("-".to_string(), |t| t.name().to_string());
-            eprintln!(
-                "{:>5}  {:<16} {:<8} {:>12.3e} {:>12.3e} {:>12.3e}",
-                l.index, l.kind, w, l.error.max_abs, l.error.rms, l.error.ref_rms
-            );
-        }
-        eprintln!(
-            "output: max_abs {:.3e}, rms {:.3e} ({:.3}% of the reference rms); memory {} -> {} bytes",
-            rep.output.max_abs,
-            rep.output.rms,
-            100.0 * rep.output.relative_rms(),
-            rep.reference_bytes,
-            rep.quantized_bytes
-        );
+        eprint!("{}", quant_table("INT8 (Q8_0)", &rep));
     }
     if args.int8 {
         net = net.to_q8_0();
@@ -98,6 +77,31 @@ pub fn main(args: RtRunArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The per-layer error table of a converted net (`what`, e.g. "INT8 (Q8_0)") against its
+/// f32 reference, with the output line.
+pub fn quant_table(what: &str, rep: &report::QuantReport) -> String {
+    let mut out = format!(
+        "{what} vs f32 over {} frames:\n{:>5}  {:<16} {:<8} {:>12} {:>12} {:>12}\n",
+        rep.frames, "layer", "type", "weights", "max_abs", "rms", "ref_rms"
+    );
+    for l in &rep.layers {
+        let w = l.weight_type.map_or("-", |t| t.name());
+        out += &format!(
+            "{:>5}  {:<16} {:<8} {:>12.3e} {:>12.3e} {:>12.3e}\n",
+            l.index, l.kind, w, l.error.max_abs, l.error.rms, l.error.ref_rms
+        );
+    }
+    out += &format!(
+        "output: max_abs {:.3e}, rms {:.3e} ({:.3}% of the reference rms); memory {} -> {} bytes\n",
+        rep.output.max_abs,
+        rep.output.rms,
+        100.0 * rep.output.relative_rms(),
+        rep.reference_bytes,
+        rep.quantized_bytes
+    );
+    out
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same directory, so a failure never

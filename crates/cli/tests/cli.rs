@@ -361,6 +361,76 @@ fn rt_run_reproduces_a_reference_and_rejects_bad_input() {
 }
 
 #[test]
+fn quantize_makes_an_int8_audio_net_and_reports_its_cost_per_layer() {
+    let dir = tempfile::tempdir().unwrap();
+    let q8 = dir.path().join("lstm-q8.gguf");
+    let report = dir.path().join("report.json");
+    let x = rtneural("test_data/lstm_x_python.csv");
+    let o = kiln(&[
+        "quantize",
+        &rtneural("models/lstm.json"),
+        q8.to_str().unwrap(),
+        "--type",
+        "q8_0",
+        "--frames",
+        &x,
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // One line per layer on stdout, the LSTM's weights INT8, a measured (non-zero) error.
+    let table = stdout(&o);
+    let lstm_line = table
+        .lines()
+        .find(|l| l.contains(" lstm "))
+        .unwrap_or_else(|| panic!("no lstm line in {table}"));
+    assert!(lstm_line.contains("q8_0"), "{lstm_line}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(v["layers"].as_array().unwrap().len(), 4);
+    assert_eq!(v["frames"], 100);
+    let rel = v["output_error"]["relative_rms"].as_f64().unwrap();
+    assert!(rel > 0.0 && rel < 0.05, "relative rms {rel}");
+
+    // The INT8 file runs and stays close to the f32 reference outputs.
+    let o = kiln(&["rt-run", "--model", q8.to_str().unwrap(), "--input", &x]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let want = std::fs::read_to_string(rtneural("test_data/lstm_y_python.csv")).unwrap();
+    let got = stdout(&o);
+    let (mut n, mut exact) = (0, 0);
+    for (g, w) in got.lines().zip(want.lines()) {
+        let (g, w): (f32, f32) = (g.parse().unwrap(), w.parse().unwrap());
+        assert!((g - w).abs() < 1e-2, "{g} vs {w}");
+        n += 1;
+        exact += (g == w) as usize;
+    }
+    assert_eq!(n, want.lines().count());
+    assert!(exact < n, "INT8 outputs should differ from f32 somewhere");
+
+    // Types and options that make no sense for an audio net are refused.
+    let out = dir.path().join("never.gguf");
+    let o = kiln(&[
+        "quantize",
+        q8.to_str().unwrap(),
+        out.to_str().unwrap(),
+        "--type",
+        "q4_0",
+    ]);
+    assert_clean_failure(&o, "q8_0 (INT8) or f32, not q4_0");
+    let o = kiln(&[
+        "quantize",
+        &rtneural("models/lstm.json"),
+        out.to_str().unwrap(),
+        "--type",
+        "q8_0",
+        "--imatrix",
+        "x.gguf",
+    ]);
+    assert_clean_failure(&o, "--imatrix applies to LLM files");
+    assert!(!out.exists());
+}
+
+#[test]
 fn rt_bench_writes_the_example_and_reports_json() {
     let dir = tempfile::tempdir().unwrap();
     let models = dir.path().join("models");

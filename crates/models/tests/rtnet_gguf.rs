@@ -54,6 +54,24 @@ fn f32_round_trip_is_exact_for_every_conformance_model() {
         let mut b = round_trip(&a);
         let xs = frames(&a, 40);
         assert_eq!(run(&mut a, &xs), run(&mut b, &xs), "{name}");
+
+        // INT8: every matrix becomes Q8_0, its rows padded to a 32-block (these nets are
+        // narrower than one); the file holds the padded rows and loads to the same net.
+        let mut q = a.to_q8_0();
+        let mut q2 = round_trip(&q);
+        assert_eq!(
+            run(&mut q, &xs),
+            run(&mut q2, &xs),
+            "{name}: Q8_0 round trip"
+        );
+        for l in q2.layers() {
+            for (m, w) in l.matrices() {
+                assert_eq!(w.ty(), kiln_quant::QuantType::Q8_0, "{name} {m}");
+                assert_eq!(w.stored_cols() % 32, 0, "{name} {m}");
+            }
+        }
+        let rep = report::compare(&a, &q2, &xs).unwrap();
+        assert!(rep.output.relative_rms() < 0.1, "{name}: {:?}", rep.output);
     }
 }
 

@@ -4,8 +4,8 @@
 //! from a fixed seed.
 //!
 //! The sizes were chosen so every matrix of the four large models has rows that are a whole
-//! number of 32-blocks (so a generic quantizer can make all of them Q8_0); only the 13k-parameter
-//! model keeps a few narrow f32 matrices.
+//! number of 32-blocks, so their Q8_0 copies need no padding; the 13k-parameter model's
+//! narrow matrices are padded.
 
 use super::{RtNet, RtNetError};
 use kiln_nn::rt::*;

@@ -4,10 +4,11 @@
 //! (`dense`, `lstm`, `gru`, `conv1d`, `conv2d`, `convtranspose1d`, `batchnorm`, `prelu`,
 //! `activation`) plus that type's hyper-parameters (`rtnet.layer.{i}.kernel`, …).
 //! Tensors: `l{i}.{name}`; weight matrices are 2-D, logical `[out][in]` row-major (GGUF dims
-//! `[in, out]`), so a generic tensor-by-tensor quantizer can turn any matrix whose row length
-//! is a multiple of 32 into Q8_0; vectors (biases, folded batch-norm scale/shift, PReLU alphas)
-//! are 1-D. Matrices load from F32, F16 or Q8_0 (Q8_0 runs on the INT8 kernels); vectors from
-//! F32 or F16.
+//! `[in, out]`); vectors (biases, folded batch-norm scale/shift, PReLU alphas) are 1-D.
+//! Matrices load from F32, F16 or Q8_0 (Q8_0 runs on the INT8 kernels); vectors from F32 or
+//! F16. A Q8_0 row whose length is not a whole number of 32-blocks is stored padded with zero
+//! weights (GGUF dims `[padded, out]`) and `rtnet.layer.{i}.{name}.columns` gives its true
+//! length.
 
 use super::{RtNet, RtNetError};
 use kiln_gguf::{GgmlType, GgufFile, GgufWriter, Value};
@@ -82,10 +83,13 @@ pub fn to_writer(net: &RtNet) -> Result<GgufWriter<'static>, RtNetError> {
                 QuantType::Q8_0 => GgmlType::Q8_0,
                 _ => GgmlType::F32,
             };
+            if m.stored_cols() != m.cols() {
+                w.add_metadata(k(i, &format!("{name}.columns")), u(m.cols()));
+            }
             w.add_tensor(
                 format!("l{i}.{name}"),
                 ty,
-                &[m.cols() as u64, m.rows() as u64],
+                &[m.stored_cols() as u64, m.rows() as u64],
                 m.raw_bytes(),
             )?;
         }
@@ -164,6 +168,17 @@ fn matrix(f: &GgufFile, i: usize, name: &str) -> Result<RtMatrix, String> {
     let data = f.tensor_data(t);
     match t.ggml_type {
         GgmlType::Q8_0 => {
+            let cols = match f.get_u64(&k(i, &format!("{name}.columns"))) {
+                Ok(c) if c >= 1 && (c as usize).checked_next_multiple_of(32) == Some(cols) => {
+                    c as usize
+                }
+                Ok(c) => {
+                    return Err(format!(
+                        "{tn}: {c} columns do not pad to its stored rows of {cols}"
+                    ))
+                }
+                Err(_) => cols,
+            };
             RtMatrix::from_q8_0(rows, cols, data.to_vec(), &tn).map_err(|e| e.to_string())
         }
         ty => RtMatrix::from_rows(

@@ -211,8 +211,8 @@ impl RtNet {
         Ok(())
     }
 
-    /// A copy with every weight matrix whose rows are a whole number of 32-blocks stored as
-    /// Q8_0 (the others stay f32), state reset.
+    /// A copy with every weight matrix stored as Q8_0 (rows padded with zero weights to whole
+    /// 32-blocks where needed), state reset.
     pub fn to_q8_0(&self) -> RtNet {
         let mut q = self.clone();
         for l in &mut q.layers {

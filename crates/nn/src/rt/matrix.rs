@@ -15,11 +15,14 @@ enum Store {
     /// [`pack_cols`] layout, one packed matrix per segment of `seg` rows (grouped convolutions
     /// compute each group's rows on their own): one vector FMA per input and 16 outputs.
     Packed { data: Vec<f32>, seg: usize },
-    /// Q8_0 rows in ggml layout; `xq` is the quantized input row, `tmp` the product before
-    /// it is added (`matvec_add`).
+    /// Q8_0 rows in ggml layout, each padded with zero weights to a whole number of 32-blocks
+    /// (`stored_cols`); `xq` is the quantized input row, `xp` the input padded with zeros to
+    /// that length (empty when no padding is needed), `tmp` the product before it is added
+    /// (`matvec_add`).
     Q8_0 {
         data: Vec<u8>,
         xq: Vec<u8>,
+        xp: Vec<f32>,
         tmp: Vec<f32>,
     },
 }
@@ -84,10 +87,18 @@ impl RtMatrix {
         Ok(RtMatrix { store, ..self })
     }
 
-    /// From Q8_0 rows in ggml layout (`cols` a multiple of 32).
+    /// From Q8_0 rows in ggml layout, each row [`q8_0_row_len`]`(cols)` values long (the
+    /// columns past `cols` are padding and should hold zeros).
     pub fn from_q8_0(rows: usize, cols: usize, data: Vec<u8>, what: &str) -> Result<Self, RtError> {
+        if cols == 0 {
+            return Err(RtError::shape(
+                what,
+                "a Q8_0 matrix needs at least one column",
+            ));
+        }
+        let stored = q8_0_row_len(cols);
         let rb = QuantType::Q8_0
-            .row_bytes(cols)
+            .row_bytes(stored)
             .map_err(|e| RtError::shape(what, e.to_string()))?;
         if rb.checked_mul(rows) != Some(data.len()) {
             return Err(RtError::shape(
@@ -95,13 +106,14 @@ impl RtMatrix {
                 format!("{} bytes for a {rows}x{cols} Q8_0 matrix", data.len()),
             ));
         }
-        let xq = vec![0u8; kiln_quant::q8_0_scratch_bytes(cols)];
+        let xq = vec![0u8; kiln_quant::q8_0_scratch_bytes(stored)];
         Ok(RtMatrix {
             rows,
             cols,
             store: Store::Q8_0 {
                 data,
                 xq,
+                xp: vec![0.0; if stored == cols { 0 } else { stored }],
                 tmp: vec![0.0; rows],
             },
         })
@@ -123,9 +135,12 @@ impl RtMatrix {
         }
     }
 
-    /// Whether Q8_0 can hold this matrix (rows a whole number of 32-blocks).
-    pub fn can_q8_0(&self) -> bool {
-        self.cols > 0 && self.cols.is_multiple_of(32)
+    /// Values per stored row: `cols`, or for Q8_0 `cols` rounded up to a whole 32-block.
+    pub fn stored_cols(&self) -> usize {
+        match self.store {
+            Store::Q8_0 { .. } => q8_0_row_len(self.cols),
+            _ => self.cols,
+        }
     }
 
     /// The weights as row-major f32 (dequantized if Q8_0).
@@ -144,25 +159,39 @@ impl RtMatrix {
                 w
             }
             Store::Q8_0 { data, .. } => {
-                let mut w = vec![0.0; self.rows * self.cols];
+                let stored = q8_0_row_len(self.cols);
+                let mut padded = vec![0.0; self.rows * stored];
                 // The length was checked when the matrix was built.
-                let _ = kiln_quant::dequantize_row(QuantType::Q8_0, data, &mut w);
-                w
+                let _ = kiln_quant::dequantize_row(QuantType::Q8_0, data, &mut padded);
+                padded
+                    .chunks_exact(stored)
+                    .flat_map(|r| &r[..self.cols])
+                    .copied()
+                    .collect()
             }
         }
     }
 
-    /// The Q8_0 version of this matrix (None when the row length is not a multiple of 32).
+    /// The Q8_0 version of this matrix, rows padded with zeros to whole 32-blocks (`None` for a
+    /// matrix without columns).
     pub fn to_q8_0(&self) -> Option<RtMatrix> {
-        if !self.can_q8_0() {
+        if self.cols == 0 {
             return None;
         }
         if let Store::Q8_0 { .. } = self.store {
             return Some(self.clone());
         }
-        let rb = QuantType::Q8_0.row_bytes(self.cols).ok()?;
+        let stored = q8_0_row_len(self.cols);
+        let mut padded = vec![0.0; self.rows * stored];
+        for (dst, src) in padded
+            .chunks_exact_mut(stored)
+            .zip(self.to_rows().chunks_exact(self.cols))
+        {
+            dst[..self.cols].copy_from_slice(src);
+        }
+        let rb = QuantType::Q8_0.row_bytes(stored).ok()?;
         let mut data = vec![0u8; rb * self.rows];
-        kiln_quant::quantize_row(QuantType::Q8_0, &self.to_rows(), &mut data).ok()?;
+        kiln_quant::quantize_row(QuantType::Q8_0, &padded, &mut data).ok()?;
         RtMatrix::from_q8_0(self.rows, self.cols, data, "").ok()
     }
 
@@ -182,7 +211,9 @@ impl RtMatrix {
     pub fn memory_bytes(&self) -> usize {
         match &self.store {
             Store::Rows(w) | Store::Packed { data: w, .. } => w.len() * 4,
-            Store::Q8_0 { data, xq, tmp } => data.len() + xq.len() + tmp.len() * 4,
+            Store::Q8_0 {
+                data, xq, xp, tmp, ..
+            } => data.len() + xq.len() + (xp.len() + tmp.len()) * 4,
         }
     }
 
@@ -257,8 +288,9 @@ impl RtMatrix {
                     matvec_packed(&data[s * n..], x, ys);
                 }
             }
-            Store::Q8_0 { data, xq, tmp } => {
-                if kiln_quant::q8_0_matvec(data, cols, x, xq, tmp).is_err() {
+            Store::Q8_0 { data, xq, xp, tmp } => {
+                let (x, stored) = padded_input(x, xp);
+                if kiln_quant::q8_0_matvec(data, stored, x, xq, tmp).is_err() {
                     // Unreachable: the constructor checked every length.
                     tmp.fill(f32::NAN);
                 }
@@ -292,11 +324,12 @@ impl RtMatrix {
                 start_from(bias, y);
                 matvec(&w[r0 * cols..], cols, x, y);
             }
-            Store::Q8_0 { data, xq, tmp } => {
+            Store::Q8_0 { data, xq, xp, tmp } => {
                 let rb = data.len() / rows.max(1);
                 let w = &data[r0 * rb..(r0 + y.len()) * rb];
                 let t = &mut tmp[..y.len()];
-                if kiln_quant::q8_0_matvec(w, cols, x, xq, t).is_err() {
+                let (x, stored) = padded_input(x, xp);
+                if kiln_quant::q8_0_matvec(w, stored, x, xq, t).is_err() {
                     // Unreachable: the constructor checked every length.
                     t.fill(f32::NAN);
                 }
@@ -306,6 +339,22 @@ impl RtMatrix {
                 }
             }
         }
+    }
+}
+
+/// Values per stored Q8_0 row of a matrix with `cols` columns: whole 32-blocks.
+pub fn q8_0_row_len(cols: usize) -> usize {
+    cols.next_multiple_of(32)
+}
+
+/// `x` as the Q8_0 kernel's input row: itself when no padding is kept (`xp` empty), else
+/// copied into `xp`, whose tail stays zero. Returns the row and its length.
+fn padded_input<'a>(x: &'a [f32], xp: &'a mut [f32]) -> (&'a [f32], usize) {
+    if xp.is_empty() {
+        (x, x.len())
+    } else {
+        xp[..x.len()].copy_from_slice(x);
+        (xp, xp.len())
     }
 }
 

@@ -14,7 +14,7 @@ pub use conv::{
     Conv1d, Conv1dConfig, Conv2d, Conv2dConfig, ConvTranspose1d, ConvTranspose1dConfig,
 };
 pub use elementwise::{Activation, ActivationLayer, BatchNorm, Dense, PRelu};
-pub use matrix::RtMatrix;
+pub use matrix::{q8_0_row_len, RtMatrix};
 pub use recurrent::{Gru, Lstm};
 
 use thiserror::Error;
