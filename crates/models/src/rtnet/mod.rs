@@ -59,6 +59,9 @@ impl RtNetError {
 pub struct RtNet {
     layers: Vec<RtLayer>,
     in_size: usize,
+    /// Each layer's (input, output) frame size, fixed at construction: `forward` reads them
+    /// here instead of asking every layer's weights on every frame.
+    sizes: Vec<(usize, usize)>,
     /// Two halves of `width` values: layer `i` writes half `i % 2`.
     bufs: Vec<f32>,
     width: usize,
@@ -87,9 +90,11 @@ impl RtNet {
         // The kernel family is chosen once per process, reading KILN_KERNELS (which
         // allocates); do it now so the first forward pass does not.
         let _ = kiln_tensor::cpu::kernel_choice();
+        let sizes = layers.iter().map(|l| (l.in_size(), l.out_size())).collect();
         Ok(RtNet {
             layers,
             in_size,
+            sizes,
             bufs: vec![0.0; 2 * width],
             width,
             out_in_a: true,
@@ -131,8 +136,9 @@ impl RtNet {
         self.in_size
     }
 
+    #[inline]
     pub fn out_size(&self) -> usize {
-        self.layers.last().map_or(0, |l| l.out_size())
+        self.sizes.last().map_or(0, |s| s.1)
     }
 
     /// Total trainable parameters.
@@ -157,8 +163,7 @@ impl RtNet {
         let w = self.width;
         let (a, b) = self.bufs.split_at_mut(w);
         let mut last_in_a = false;
-        for (i, layer) in self.layers.iter_mut().enumerate() {
-            let (n_in, n_out) = (layer.in_size(), layer.out_size());
+        for (i, (layer, &(n_in, n_out))) in self.layers.iter_mut().zip(&self.sizes).enumerate() {
             if i == 0 {
                 layer.forward(x, &mut a[..n_out]);
                 last_in_a = true;
