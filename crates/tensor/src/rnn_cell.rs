@@ -61,17 +61,16 @@ fn lstm_one<M: Math>(i: f32, f: f32, g: f32, o: f32, c: &mut f32, h: &mut f32) {
     *h = M::sigmoid(o) * M::tanh(cn);
 }
 
-/// LSTM update: `gates` holds the pre-activations `[i | f | g | o]` (`4u` values, biases
-/// included); `c' = σ(f)·c + σ(i)·tanh(g)`, `h' = σ(o)·tanh(c')`.
+/// LSTM update: `gates` holds the pre-activations `[i | f | g | o]` (biases included), gate
+/// block `b` starting at `b · stride`; `c' = σ(f)·c + σ(i)·tanh(g)`, `h' = σ(o)·tanh(c')`.
 #[inline(always)]
-fn lstm_body<M: Math>(gates: &[f32], c: &mut [f32], h: &mut [f32]) {
+fn lstm_body<M: Math>(gates: &[f32], stride: usize, c: &mut [f32], h: &mut [f32]) {
     let u = c.len().min(h.len());
-    if gates.len() < 4 * u {
+    if stride < u || gates.len() < 3 * stride + u {
         return;
     }
-    let (i, rest) = gates.split_at(u);
-    let (f, rest) = rest.split_at(u);
-    let (g, o) = rest.split_at(u);
+    let block = |b: usize| &gates[b * stride..b * stride + u];
+    let (i, f, g, o) = (block(0), block(1), block(2), block(3));
     let full = u - u % W;
     for k in (0..full).step_by(W) {
         let (i, f, g, o) = (&i[k..k + W], &f[k..k + W], &g[k..k + W], &o[k..k + W]);
@@ -93,18 +92,25 @@ fn gru_one<M: Math>(z: f32, r: f32, n: [f32; 2], h: &mut f32) {
     *h = (1.0 - z) * n + z * *h;
 }
 
-/// GRU update (`reset_after`): `gi = W_i·x + b_i`, `gh = W_h·h + b_h`, blocks `[z | r | n]`;
-/// `z = σ(gi_z + gh_z)`, `r = σ(gi_r + gh_r)`, `n = tanh(gi_n + r·gh_n)`, `h' = (1−z)·n + z·h`.
+/// GRU update (`reset_after`): `gi = W_i·x + b_i`, `gh = W_h·h + b_h`, blocks `[z | r | n]`
+/// starting at multiples of `stride`; `z = σ(gi_z + gh_z)`, `r = σ(gi_r + gh_r)`,
+/// `n = tanh(gi_n + r·gh_n)`, `h' = (1−z)·n + z·h`.
 #[inline(always)]
-fn gru_body<M: Math>(gi: &[f32], gh: &[f32], h: &mut [f32]) {
+fn gru_body<M: Math>(gi: &[f32], gh: &[f32], stride: usize, h: &mut [f32]) {
     let u = h.len();
-    if gi.len() < 3 * u || gh.len() < 3 * u {
+    if stride < u || gi.len() < 2 * stride + u || gh.len() < 2 * stride + u {
         return;
     }
-    let (iz, rest) = gi.split_at(u);
-    let (ir, inn) = rest.split_at(u);
-    let (hz, rest) = gh.split_at(u);
-    let (hr, hn) = rest.split_at(u);
+    let (iz, ir, inn) = (
+        &gi[..u],
+        &gi[stride..stride + u],
+        &gi[2 * stride..2 * stride + u],
+    );
+    let (hz, hr, hn) = (
+        &gh[..u],
+        &gh[stride..stride + u],
+        &gh[2 * stride..2 * stride + u],
+    );
     let full = u - u % W;
     for k in (0..full).step_by(W) {
         let hs = &mut h[k..k + W];
@@ -124,17 +130,17 @@ mod x86 {
     use super::Fast;
 
     #[target_feature(enable = "avx2,fma")]
-    pub fn lstm_avx2(gates: &[f32], c: &mut [f32], h: &mut [f32]) {
-        super::lstm_body::<Fast>(gates, c, h)
+    pub fn lstm_avx2(gates: &[f32], stride: usize, c: &mut [f32], h: &mut [f32]) {
+        super::lstm_body::<Fast>(gates, stride, c, h)
     }
     /// [`super::lstm_body`] in AVX-512 intrinsics: 16 units per step, the last step through
     /// a lane mask, so 4 or 24 units run no scalar tail (LSTM 4×4 spent half its time there).
     #[target_feature(enable = "avx512f,fma")]
-    pub fn lstm_avx512(gates: &[f32], c: &mut [f32], h: &mut [f32]) {
+    pub fn lstm_avx512(gates: &[f32], stride: usize, c: &mut [f32], h: &mut [f32]) {
         use super::v512::{sigmoid, tanh};
         use std::arch::x86_64::*;
         let u = c.len().min(h.len());
-        if gates.len() < 4 * u {
+        if stride < u || gates.len() < 3 * stride + u {
             return;
         }
         for k in (0..u).step_by(16) {
@@ -146,9 +152,9 @@ mod x86 {
             unsafe {
                 let g = gates.as_ptr().add(k);
                 let i = _mm512_maskz_loadu_ps(m, g);
-                let f = _mm512_maskz_loadu_ps(m, g.add(u));
-                let gg = _mm512_maskz_loadu_ps(m, g.add(2 * u));
-                let o = _mm512_maskz_loadu_ps(m, g.add(3 * u));
+                let f = _mm512_maskz_loadu_ps(m, g.add(stride));
+                let gg = _mm512_maskz_loadu_ps(m, g.add(2 * stride));
+                let o = _mm512_maskz_loadu_ps(m, g.add(3 * stride));
                 let cv = _mm512_maskz_loadu_ps(m, c.as_ptr().add(k));
                 let cn = _mm512_fmadd_ps(sigmoid(f), cv, _mm512_mul_ps(sigmoid(i), tanh(gg)));
                 let hn = _mm512_mul_ps(sigmoid(o), tanh(cn));
@@ -158,16 +164,16 @@ mod x86 {
         }
     }
     #[target_feature(enable = "avx2,fma")]
-    pub fn gru_avx2(gi: &[f32], gh: &[f32], h: &mut [f32]) {
-        super::gru_body::<Fast>(gi, gh, h)
+    pub fn gru_avx2(gi: &[f32], gh: &[f32], stride: usize, h: &mut [f32]) {
+        super::gru_body::<Fast>(gi, gh, stride, h)
     }
     /// [`super::gru_body`] in AVX-512 intrinsics, masked like [`lstm_avx512`].
     #[target_feature(enable = "avx512f,fma")]
-    pub fn gru_avx512(gi: &[f32], gh: &[f32], h: &mut [f32]) {
+    pub fn gru_avx512(gi: &[f32], gh: &[f32], stride: usize, h: &mut [f32]) {
         use super::v512::{sigmoid, tanh};
         use std::arch::x86_64::*;
         let u = h.len();
-        if gi.len() < 3 * u || gh.len() < 3 * u {
+        if stride < u || gi.len() < 2 * stride + u || gh.len() < 2 * stride + u {
             return;
         }
         for k in (0..u).step_by(16) {
@@ -179,8 +185,12 @@ mod x86 {
                 let (a, b) = (gi.as_ptr().add(k), gh.as_ptr().add(k));
                 let ld = |p: *const f32| _mm512_maskz_loadu_ps(m, p);
                 let z = sigmoid(_mm512_add_ps(ld(a), ld(b)));
-                let r = sigmoid(_mm512_add_ps(ld(a.add(u)), ld(b.add(u))));
-                let nn = tanh(_mm512_fmadd_ps(r, ld(b.add(2 * u)), ld(a.add(2 * u))));
+                let r = sigmoid(_mm512_add_ps(ld(a.add(stride)), ld(b.add(stride))));
+                let nn = tanh(_mm512_fmadd_ps(
+                    r,
+                    ld(b.add(2 * stride)),
+                    ld(a.add(2 * stride)),
+                ));
                 let hv = _mm512_maskz_loadu_ps(m, h.as_ptr().add(k));
                 // (1 − z)·n + z·h = n + z·(h − n)
                 let hn = _mm512_fmadd_ps(z, _mm512_sub_ps(hv, nn), nn);
@@ -236,24 +246,27 @@ macro_rules! dispatch {
     }};
 }
 
-/// LSTM state update (see the body above for the formula); `gates.len() == 4 · c.len()`,
-/// `h.len() == c.len()`. The generic family uses libm.
-pub fn lstm_update(gates: &[f32], c: &mut [f32], h: &mut [f32]) {
+/// LSTM state update (see the body above for the formula): gate block `b` of `gates` starts at
+/// `b · stride` (`stride >= u`; a stride that is a multiple of 16 lets every gate load read
+/// exactly one vector the gate product stored, which the CPU forwards without waiting),
+/// `h.len() == c.len() == u`. The generic family uses libm.
+pub fn lstm_update(gates: &[f32], stride: usize, c: &mut [f32], h: &mut [f32]) {
     dispatch!(
-        lstm_body::<Libm>(gates, c, h),
+        lstm_body::<Libm>(gates, stride, c, h),
         x86::lstm_avx2,
         x86::lstm_avx512,
-        (gates, c, h)
+        (gates, stride, c, h)
     )
 }
 
-/// GRU state update; `gi.len() == gh.len() == 3 · h.len()`. The generic family uses libm.
-pub fn gru_update(gi: &[f32], gh: &[f32], h: &mut [f32]) {
+/// GRU state update, gate blocks at multiples of `stride` in `gi` and `gh` (as in
+/// [`lstm_update`]). The generic family uses libm.
+pub fn gru_update(gi: &[f32], gh: &[f32], stride: usize, h: &mut [f32]) {
     dispatch!(
-        gru_body::<Libm>(gi, gh, h),
+        gru_body::<Libm>(gi, gh, stride, h),
         x86::gru_avx2,
         x86::gru_avx512,
-        (gi, gh, h)
+        (gi, gh, stride, h)
     )
 }
 
@@ -294,15 +307,26 @@ mod tests {
 
     #[test]
     fn cell_updates_match_the_libm_reference_on_edge_lengths() {
-        for u in [0, 1, 7, 8, 15, 16, 17, 33] {
-            let gates = seeded(4 * u, u as u32 + 1);
+        for (u, stride) in [
+            (0, 0),
+            (1, 1),
+            (7, 7),
+            (8, 8),
+            (15, 15),
+            (16, 16),
+            (17, 17),
+            (33, 33),
+            (4, 16),
+            (24, 32),
+        ] {
+            let gates = seeded(3 * stride + u, u as u32 + 1);
             let (c0, h0) = (seeded(u, 99), seeded(u, 98));
             let (mut c_ref, mut h_ref) = (c0.clone(), h0.clone());
-            lstm_body::<Libm>(&gates, &mut c_ref, &mut h_ref);
+            lstm_body::<Libm>(&gates, stride, &mut c_ref, &mut h_ref);
             let (mut c, mut h) = (c0.clone(), h0.clone());
-            lstm_update(&gates, &mut c, &mut h);
+            lstm_update(&gates, stride, &mut c, &mut h);
             let (mut c_f, mut h_f) = (c0.clone(), h0.clone());
-            lstm_body::<Fast>(&gates, &mut c_f, &mut h_f);
+            lstm_body::<Fast>(&gates, stride, &mut c_f, &mut h_f);
             for k in 0..u {
                 for (a, b) in [
                     (c[k], c_ref[k]),
@@ -316,13 +340,13 @@ mod tests {
                     );
                 }
             }
-            let (gi, gh) = (seeded(3 * u, 5), seeded(3 * u, 6));
+            let (gi, gh) = (seeded(2 * stride + u, 5), seeded(2 * stride + u, 6));
             let mut g_ref = h0.clone();
-            gru_body::<Libm>(&gi, &gh, &mut g_ref);
+            gru_body::<Libm>(&gi, &gh, stride, &mut g_ref);
             let mut g = h0.clone();
-            gru_update(&gi, &gh, &mut g);
+            gru_update(&gi, &gh, stride, &mut g);
             let mut g_f = h0.clone();
-            gru_body::<Fast>(&gi, &gh, &mut g_f);
+            gru_body::<Fast>(&gi, &gh, stride, &mut g_f);
             for k in 0..u {
                 assert!(
                     (g[k] - g_ref[k]).abs() <= 1e-6 && (g_f[k] - g_ref[k]).abs() <= 1e-6,

@@ -40,6 +40,8 @@ pub struct Lstm {
     w_ih: RtMatrix,
     w_hh: RtMatrix,
     b: Vec<f32>,
+    /// `b` at the gate products' positions (see [`RtMatrix::with_gate_lanes`]).
+    b_lanes: Vec<f32>,
     h: Vec<f32>,
     c: Vec<f32>,
     gates: Vec<f32>,
@@ -50,14 +52,18 @@ impl Lstm {
     pub fn new(w_ih: RtMatrix, w_hh: RtMatrix, bias: Vec<f32>) -> Result<Lstm, RtError> {
         let u = check_gates("lstm", &w_ih, &w_hh, 4)?;
         check_len("lstm bias", &bias, 4 * u)?;
+        let w_ih = w_ih.with_gate_lanes(4, "lstm input weights")?;
+        let w_hh = w_hh.with_gate_lanes(4, "lstm recurrent weights")?;
+        let b_lanes = w_ih.spread(&bias);
         Ok(Lstm {
             units: u,
+            gates: vec![0.0; w_ih.out_len()],
             w_ih,
             w_hh,
             b: bias,
+            b_lanes,
             h: vec![0.0; u],
             c: vec![0.0; u],
-            gates: vec![0.0; 4 * u],
         })
     }
     pub fn units(&self) -> usize {
@@ -79,16 +85,18 @@ impl Lstm {
             x,
             &mut self.w_hh,
             &self.h,
-            &self.b,
+            &self.b_lanes,
             &mut self.gates,
         );
-        lstm_update(&self.gates, &mut self.c, &mut self.h);
+        let stride = self.gates.len() / 4;
+        lstm_update(&self.gates, stride, &mut self.c, &mut self.h);
         y.copy_from_slice(&self.h);
     }
     pub fn memory_bytes(&self) -> usize {
         self.w_ih.memory_bytes()
             + self.w_hh.memory_bytes()
-            + (self.b.len() + self.h.len() + self.c.len() + self.gates.len()) * 4
+            + (self.b.len() + self.b_lanes.len() + self.h.len() + self.c.len() + self.gates.len())
+                * 4
     }
     pub fn n_params(&self) -> usize {
         let g = 4 * self.units;
@@ -114,6 +122,9 @@ pub struct Gru {
     w_hh: RtMatrix,
     b_ih: Vec<f32>,
     b_hh: Vec<f32>,
+    /// The biases at the gate products' positions (see [`RtMatrix::with_gate_lanes`]).
+    b_ih_lanes: Vec<f32>,
+    b_hh_lanes: Vec<f32>,
     h: Vec<f32>,
     gi: Vec<f32>,
     gh: Vec<f32>,
@@ -130,15 +141,19 @@ impl Gru {
         let u = check_gates("gru", &w_ih, &w_hh, 3)?;
         check_len("gru input bias", &b_ih, 3 * u)?;
         check_len("gru recurrent bias", &b_hh, 3 * u)?;
+        let w_ih = w_ih.with_gate_lanes(3, "gru input weights")?;
+        let w_hh = w_hh.with_gate_lanes(3, "gru recurrent weights")?;
         Ok(Gru {
             units: u,
+            b_ih_lanes: w_ih.spread(&b_ih),
+            b_hh_lanes: w_hh.spread(&b_hh),
+            gi: vec![0.0; w_ih.out_len()],
+            gh: vec![0.0; w_hh.out_len()],
             w_ih,
             w_hh,
             b_ih,
             b_hh,
             h: vec![0.0; u],
-            gi: vec![0.0; 3 * u],
-            gh: vec![0.0; 3 * u],
         })
     }
     pub fn units(&self) -> usize {
@@ -154,15 +169,24 @@ impl Gru {
         self.h.fill(0.0);
     }
     pub fn forward(&mut self, x: &[f32], y: &mut [f32]) {
-        self.w_ih.matvec_bias(x, &self.b_ih, &mut self.gi);
-        self.w_hh.matvec_bias(&self.h, &self.b_hh, &mut self.gh);
-        gru_update(&self.gi, &self.gh, &mut self.h);
+        self.w_ih.matvec_bias(x, &self.b_ih_lanes, &mut self.gi);
+        self.w_hh
+            .matvec_bias(&self.h, &self.b_hh_lanes, &mut self.gh);
+        let stride = self.gi.len() / 3;
+        gru_update(&self.gi, &self.gh, stride, &mut self.h);
         y.copy_from_slice(&self.h);
     }
     pub fn memory_bytes(&self) -> usize {
         self.w_ih.memory_bytes()
             + self.w_hh.memory_bytes()
-            + (self.b_ih.len() + self.b_hh.len() + self.h.len() + self.gi.len() + self.gh.len()) * 4
+            + (self.b_ih.len()
+                + self.b_hh.len()
+                + self.b_ih_lanes.len()
+                + self.b_hh_lanes.len()
+                + self.h.len()
+                + self.gi.len()
+                + self.gh.len())
+                * 4
     }
     pub fn n_params(&self) -> usize {
         let g = 3 * self.units;

@@ -5,6 +5,16 @@
 //! written with float operations and bit casts only so loops over it compile to SIMD; and the
 //! unnormalized softmax weights that single-query attention needs.
 
+/// Coefficients of `P` in `e^r ≈ 1 + r + r²·P(r)`, lowest first (Cephes' `expf`).
+const P: [f32; 6] = [
+    0.5,
+    1.666_666_5e-1,
+    4.166_579_6e-2,
+    8.333_452e-3,
+    1.398_199_9e-3,
+    1.987_569_1e-4,
+];
+
 #[inline(always)]
 pub(crate) fn exp_fast(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
@@ -17,13 +27,15 @@ pub(crate) fn exp_fast(x: f32) -> f32 {
     let t = x * LOG2E + MAGIC;
     let n = t - MAGIC;
     let r = x - n * LN2_HI - n * LN2_LO;
-    let p = 1.987_569_1e-4f32;
-    let p = p * r + 1.398_199_9e-3;
-    let p = p * r + 8.333_452e-3;
-    let p = p * r + 4.166_579_6e-2;
-    let p = p * r + 1.666_666_5e-1;
-    let p = p * r + 0.5;
-    let e = p * r * r + r + 1.0;
+    // e^r ≈ 1 + r + r²·P(r), P of degree 5 evaluated as (P0 + P1 r) + r²(P2 + P3 r) +
+    // r⁴(P4 + P5 r) (Estrin): three dependent steps instead of Horner's five, which is what
+    // a recurrent cell's per-frame latency waits on.
+    let r2 = r * r;
+    let a = P[0] + P[1] * r;
+    let b = P[2] + P[3] * r;
+    let c = P[4] + P[5] * r;
+    let p = a + r2 * b + (r2 * r2) * c;
+    let e = p * r2 + r + 1.0;
     // n is in [-126, 127] after the clamp; its bits sit in t's low mantissa.
     let ni = t.to_bits().wrapping_sub(MAGIC.to_bits());
     let scale = f32::from_bits(ni.wrapping_add(127) << 23);
@@ -51,18 +63,14 @@ pub(crate) unsafe fn exp512(x: std::arch::x86_64::__m512) -> std::arch::x86_64::
     let n = _mm512_sub_ps(t, _mm512_set1_ps(MAGIC));
     let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), x);
     let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.121_944_4e-4), r);
-    let mut p = _mm512_set1_ps(1.987_569_1e-4);
-    for c in [
-        1.398_199_9e-3,
-        8.333_452e-3,
-        4.166_579_6e-2,
-        1.666_666_5e-1,
-        0.5,
-    ] {
-        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
-    }
+    let c = |k: usize| _mm512_set1_ps(P[k]);
+    let r2 = _mm512_mul_ps(r, r);
+    let a = _mm512_fmadd_ps(c(1), r, c(0));
+    let b = _mm512_fmadd_ps(c(3), r, c(2));
+    let q = _mm512_fmadd_ps(c(5), r, c(4));
+    let p = _mm512_fmadd_ps(_mm512_mul_ps(r2, r2), q, _mm512_fmadd_ps(r2, b, a));
     let one = _mm512_set1_ps(1.0);
-    let e = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, one));
+    let e = _mm512_fmadd_ps(p, r2, _mm512_add_ps(r, one));
     let ni = _mm512_sub_epi32(
         _mm512_castps_si512(t),
         _mm512_set1_epi32(MAGIC.to_bits() as i32),
