@@ -7,6 +7,7 @@ use crate::{LlamaConfig, ModelError};
 use kiln_gguf::GgufFile;
 use kiln_kvcache::{BlockId, KvDtype, KvStore, DEFAULT_BLOCK_SIZE};
 use kiln_nn::{Attention, AttnSeq, Embedding, Linear, LinearInput, LinearSet, RmsNorm};
+use kiln_quant::QuantType;
 use kiln_tensor::ops::{self, Rope};
 use kiln_tensor::ThreadPool;
 use std::sync::Arc;
@@ -379,9 +380,12 @@ impl Llama {
             })
             .collect();
         for (layer, b) in self.blocks.iter().enumerate() {
-            b.attn_norm.forward(&s.x, &mut s.xn)?;
-            s.input.set(&s.xn, d);
-            observe(&mut s.observer, b.qkv.names(), &s.xn, d);
+            s.input.set_rms_norm(
+                &s.x,
+                &b.attn_norm,
+                b.qkv.first_type().unwrap_or(QuantType::F32),
+            )?;
+            observe(&mut s.observer, b.qkv.names(), s.input.rows(), d);
             b.qkv.forward(
                 pool,
                 &mut s.input,
@@ -412,9 +416,12 @@ impl Llama {
             b.wo.forward(pool, &mut s.input, &mut s.proj)?;
             ops::add_in_place(&mut s.x, &s.proj);
 
-            b.ffn_norm.forward(&s.x, &mut s.xn)?;
-            s.input.set(&s.xn, d);
-            observe(&mut s.observer, b.gate_up.names(), &s.xn, d);
+            s.input.set_rms_norm(
+                &s.x,
+                &b.ffn_norm,
+                b.gate_up.first_type().unwrap_or(QuantType::F32),
+            )?;
+            observe(&mut s.observer, b.gate_up.names(), s.input.rows(), d);
             b.gate_up.forward(
                 pool,
                 &mut s.input,

@@ -5,6 +5,7 @@
 //! Weights that multiply the same input (Q/K/V, gate/up) can be stacked into one `Linear`, so
 //! one parallel matmul replaces several.
 
+use crate::norm::RmsNorm;
 use crate::NnError;
 use kiln_quant::{ActBuf, ActType, PackedMatrix, QMatrix, QuantType};
 use kiln_tensor::{SharedBytes, ThreadPool};
@@ -208,6 +209,48 @@ impl LinearInput {
         self.n_valid = 0;
     }
 
+    /// The current input rows.
+    pub fn rows(&self) -> &[f32] {
+        &self.x
+    }
+
+    /// Replaces the input with `norm` applied to every row of `x` and quantizes it for
+    /// weights of type `first` in the same pass over the rows, each row normalized and
+    /// quantized while it is in L1 (the first matmul over this input then finds it ready).
+    pub fn set_rms_norm(
+        &mut self,
+        x: &[f32],
+        norm: &RmsNorm,
+        first: QuantType,
+    ) -> Result<(), NnError> {
+        let d = norm.dim();
+        if d == 0 || !x.len().is_multiple_of(d) {
+            return Err(NnError::Shape {
+                layer: "rms_norm".into(),
+                expected: d,
+                got: x.len(),
+            });
+        }
+        self.x.resize(x.len(), 0.0);
+        self.cols = d;
+        if self.prepared.is_empty() {
+            self.prepared.push((first, ActBuf::new()));
+        }
+        self.prepared[0].0 = first;
+        self.n_valid = 0;
+        self.prepared[0]
+            .1
+            .prepare_and_quantize(first, &mut self.x, d, |t, row| {
+                norm.row(&x[t * d..(t + 1) * d], row)
+            })
+            .map_err(|source| NnError::Quant {
+                layer: "rms_norm".into(),
+                source,
+            })?;
+        self.n_valid = 1;
+        Ok(())
+    }
+
     fn for_type(&mut self, ty: QuantType) -> Result<&ActBuf, kiln_quant::QuantError> {
         // Weight types that consume the same activation format (Q4_0 and Q8_0 both read
         // Q8_0) share one quantization of the input.
@@ -288,6 +331,11 @@ impl LinearSet {
     /// The weights' names in output order.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.names.iter().map(String::as_str)
+    }
+
+    /// The storage type of the first stacked weight (the first to read the input).
+    pub fn first_type(&self) -> Option<QuantType> {
+        self.layers.first().map(Linear::ty)
     }
 
     /// The layers the weights were stacked into.

@@ -17,6 +17,11 @@ impl RmsNorm {
         self.weight.len()
     }
 
+    /// Normalises one row (`x` and `out` of `dim()` values; the caller checks the lengths).
+    pub fn row(&self, x: &[f32], out: &mut [f32]) {
+        kiln_tensor::ops::rms_norm(x, &self.weight, self.eps, out);
+    }
+
     /// Normalises every row of `x` (rows of `dim` values) into `out` (same shape).
     pub fn forward(&self, x: &[f32], out: &mut [f32]) -> Result<(), NnError> {
         let d = self.weight.len();

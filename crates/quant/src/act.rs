@@ -138,23 +138,72 @@ impl ActBuf {
         x: &[f32],
         cols: usize,
     ) -> Result<(), QuantError> {
+        let quant = self.layout(choice, weight_ty, x.len(), cols)?;
+        let (row_bytes, stride) = (self.row_bytes, self.stride);
+        let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut self.data[..]);
+        if stride > 0 {
+            for (src, dst) in x.chunks_exact(cols).zip(bytes.chunks_exact_mut(stride)) {
+                // SAFETY: `layout` checked that this CPU runs `choice`'s kernels; `dst` holds
+                // at least `row_bytes(cols)` bytes for the `cols` values of `src`.
+                unsafe { quant(src, &mut dst[..row_bytes]) };
+            }
+        }
+        self.compute_block_sums();
+        Ok(())
+    }
+
+    /// Fills each row of `x` (rows of `cols` values) with `prepare(row_index, row)` and
+    /// quantizes it right away for `weight_ty`, while it is still in L1: a producer such as
+    /// RMSNorm and the activation quantization become one pass over the rows instead of two.
+    /// The bytes are those [`ActBuf::quantize`] gives for the prepared `x`.
+    pub fn prepare_and_quantize(
+        &mut self,
+        weight_ty: QuantType,
+        x: &mut [f32],
+        cols: usize,
+        mut prepare: impl FnMut(usize, &mut [f32]),
+    ) -> Result<(), QuantError> {
+        let quant = self.layout(kiln_tensor::cpu::kernel_choice(), weight_ty, x.len(), cols)?;
+        let (row_bytes, stride) = (self.row_bytes, self.stride);
+        let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut self.data[..]);
+        if stride > 0 {
+            let rows = x.chunks_exact_mut(cols).zip(bytes.chunks_exact_mut(stride));
+            for (t, (src, dst)) in rows.enumerate() {
+                prepare(t, src);
+                // SAFETY: as in `quantize_with`.
+                unsafe { quant(src, &mut dst[..row_bytes]) };
+            }
+        }
+        self.compute_block_sums();
+        Ok(())
+    }
+
+    /// Checks the shapes, sizes the buffer for `len / cols` rows of `weight_ty`'s activation
+    /// format and returns the row quantizer of `choice`.
+    fn layout(
+        &mut self,
+        choice: KernelChoice,
+        weight_ty: QuantType,
+        len: usize,
+        cols: usize,
+    ) -> Result<dispatch::ActQuantFn, QuantError> {
         dispatch::check_choice(choice)?;
         let ty = ActType::for_weight(weight_ty);
-        if cols == 0 && !x.is_empty() {
+        if cols == 0 && len != 0 {
             return Err(QuantError::Length {
                 ty: weight_ty,
                 what: "activation row length",
-                expected: x.len(),
+                expected: len,
                 got: 0,
             });
         }
-        let n_rows = x.len().checked_div(cols).unwrap_or(0);
-        if n_rows * cols != x.len() {
+        let n_rows = len.checked_div(cols).unwrap_or(0);
+        if n_rows * cols != len {
             return Err(QuantError::Length {
                 ty: weight_ty,
                 what: "activations (not whole rows)",
                 expected: n_rows * cols,
-                got: x.len(),
+                got: len,
             });
         }
         if !cols.is_multiple_of(ty.block_size()) {
@@ -180,26 +229,23 @@ impl ActBuf {
         self.cols = cols;
         self.row_bytes = row_bytes;
         self.stride = stride;
-        let quant = dispatch::act_quant_fn(choice, ty);
-        let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut self.data[..]);
-        if stride > 0 {
-            for (src, dst) in x.chunks_exact(cols).zip(bytes.chunks_exact_mut(stride)) {
-                // SAFETY: `check_choice` verified that this CPU runs `choice`'s kernels; `dst`
-                // holds at least `row_bytes(cols)` bytes for the `cols` values of `src`.
-                unsafe { quant(src, &mut dst[..row_bytes]) };
-            }
-        }
+        Ok(dispatch::act_quant_fn(choice, ty))
+    }
+
+    /// For Q8_0 rows, the Σ of each block's quants (see `sums`).
+    fn compute_block_sums(&mut self) {
         self.sums.clear();
-        if ty == ActType::Q8_0 && stride > 0 {
-            let bb = ty.block_bytes();
-            for row in bytes.chunks_exact(stride).take(n_rows) {
-                let blocks = row[..row_bytes].chunks_exact(bb);
-                // Bytes 2.. of a Q8_0 block are its 32 signed quants.
-                self.sums
-                    .extend(blocks.map(|b| b[2..].iter().map(|&q| q as i8 as i32).sum::<i32>()));
-            }
+        if self.ty != ActType::Q8_0 || self.stride == 0 {
+            return;
         }
-        Ok(())
+        let bytes: &[u8] = bytemuck::cast_slice(&self.data[..]);
+        let bb = self.ty.block_bytes();
+        for row in bytes.chunks_exact(self.stride).take(self.n_rows) {
+            let blocks = row[..self.row_bytes].chunks_exact(bb);
+            // Bytes 2.. of a Q8_0 block are its 32 signed quants.
+            self.sums
+                .extend(blocks.map(|b| b[2..].iter().map(|&q| q as i8 as i32).sum::<i32>()));
+        }
     }
 
     /// Number of activation rows.

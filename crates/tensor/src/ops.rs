@@ -9,7 +9,21 @@ use half::f16;
 pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     debug_assert_eq!(x.len(), weight.len());
     debug_assert_eq!(x.len(), out.len());
-    let sum: f64 = x.iter().map(|&v| (v as f64) * (v as f64)).sum();
+    // Σx² in f64 over eight independent lanes: one serial chain of f64 adds took 0.7 µs per
+    // 576-value row, on the critical path between every layer's matmuls.
+    let mut lanes = [0.0f64; 8];
+    let mut chunks = x.chunks_exact(8);
+    for c in &mut chunks {
+        for (a, &v) in lanes.iter_mut().zip(c) {
+            *a += (v as f64) * (v as f64);
+        }
+    }
+    let tail: f64 = chunks
+        .remainder()
+        .iter()
+        .map(|&v| (v as f64) * (v as f64))
+        .sum();
+    let sum = lanes.iter().sum::<f64>() + tail;
     let mean = (sum / x.len().max(1) as f64) as f32;
     let scale = 1.0 / (mean + eps).sqrt();
     for ((o, &v), &w) in out.iter_mut().zip(x).zip(weight) {

@@ -45,6 +45,46 @@ fn activation_quantizers_match_reference_bytes() {
 }
 
 #[test]
+fn prepare_and_quantize_gives_the_bytes_of_quantize() {
+    // The fused producer path (each row prepared, then quantized while in L1) must give the
+    // same bytes as preparing all rows first and quantizing after.
+    let mut rng = Rng::new(101);
+    for ty in [
+        QuantType::Q8_0,
+        QuantType::Q4_1,
+        QuantType::Q4_K,
+        QuantType::F16,
+    ] {
+        let n = 256;
+        let src = rng.vec(n * 4, 3.0);
+        let prepare = |t: usize, row: &mut [f32]| {
+            for (i, v) in row.iter_mut().enumerate() {
+                *v = src[t * n + i] * 0.5 + (i % 7) as f32 * 0.01;
+            }
+        };
+        let mut prepared = vec![0.0f32; src.len()];
+        for (t, row) in prepared.chunks_exact_mut(n).enumerate() {
+            prepare(t, row);
+        }
+        let mut want = ActBuf::new();
+        want.quantize(ty, &prepared, n).unwrap();
+        let mut x = vec![f32::NAN; src.len()];
+        let mut got = ActBuf::new();
+        got.prepare_and_quantize(ty, &mut x, n, prepare).unwrap();
+        assert_eq!(x, prepared, "{ty:?}: the prepared rows are kept");
+        assert_eq!(got.n_rows(), want.n_rows());
+        for t in 0..got.n_rows() {
+            assert_eq!(got.row(t), want.row(t), "{ty:?} row {t}");
+        }
+    }
+    let mut acts = ActBuf::new();
+    let mut ragged = vec![0.0f32; 100];
+    assert!(acts
+        .prepare_and_quantize(QuantType::Q8_0, &mut ragged, 32, |_, _| {})
+        .is_err());
+}
+
+#[test]
 fn activation_quantizers_handle_extremes() {
     // Zeros, a single spike, equal magnitudes of both signs, and exact .5 ties after scaling.
     let n = 256;
