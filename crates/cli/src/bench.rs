@@ -204,7 +204,7 @@ pub fn main(args: BenchArgs) -> Result<()> {
     crate::common::print_stdout(&table(&report))?;
     if let Some(out) = &args.output {
         let json = serde_json::to_string_pretty(&report)?;
-        std::fs::write(out, json + "\n").with_context(|| format!("writing {}", out.display()))?;
+        crate::common::write_atomic(out, (json + "\n").as_bytes())?;
         eprintln!("kiln bench: wrote {}", out.display());
     }
     Ok(())

@@ -181,8 +181,7 @@ async fn run(args: BenchServeArgs, target: Target) -> Result<Value> {
         "levels": levels,
     });
     if let Some(path) = &args.output {
-        std::fs::write(path, serde_json::to_string_pretty(&report)?)
-            .with_context(|| format!("writing {}", path.display()))?;
+        crate::common::write_atomic(path, serde_json::to_string_pretty(&report)?.as_bytes())?;
     }
     Ok(report)
 }

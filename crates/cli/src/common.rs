@@ -137,3 +137,28 @@ pub fn print_stdout(text: &str) -> Result<()> {
         other => other.context("writing to stdout"),
     }
 }
+
+/// Writes `bytes` to `path` through a temporary file in the same directory that is renamed
+/// over `path` at the end, so a failure never leaves a partial file (permissions 0666 minus
+/// the umask, as a plainly created file, not the temporary file's private 0600).
+pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    let mut builder = tempfile::Builder::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    let mut tmp = builder
+        .tempfile_in(dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    tmp.write_all(bytes)
+        .with_context(|| format!("writing {}", path.display()))?;
+    tmp.persist(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}

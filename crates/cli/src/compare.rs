@@ -53,8 +53,7 @@ pub fn main(args: CompareArgs) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     crate::common::print_stdout(&table(&series))?;
     if let Some(svg_path) = &args.plot {
-        std::fs::write(svg_path, svg(&series))
-            .with_context(|| format!("writing {}", svg_path.display()))?;
+        crate::common::write_atomic(svg_path, svg(&series).as_bytes())?;
         eprintln!("kiln compare: wrote {}", svg_path.display());
     }
     Ok(())

@@ -135,7 +135,7 @@ pub fn main(args: QuantizeArgs) -> Result<()> {
     }
     if let Some(p) = &args.report {
         let json = serde_json::to_string_pretty(&report)?;
-        write_atomic(p, json.as_bytes())?;
+        crate::common::write_atomic(p, json.as_bytes())?;
     }
     crate::common::print_stdout(&table(&report)?)?;
     eprintln!(
@@ -252,7 +252,7 @@ fn quantize_audio_net(args: &QuantizeArgs, net: RtNet) -> Result<()> {
             },
             "bytes_before": rep.reference_bytes, "bytes_after": rep.quantized_bytes,
         });
-        write_atomic(p, serde_json::to_string_pretty(&json)?.as_bytes())?;
+        crate::common::write_atomic(p, serde_json::to_string_pretty(&json)?.as_bytes())?;
     }
     let what = if args.ty == QuantType::Q8_0 {
         "INT8 (Q8_0)"
@@ -266,28 +266,6 @@ fn quantize_audio_net(args: &QuantizeArgs, net: RtNet) -> Result<()> {
         args.output.display(),
         out.layers().len()
     );
-    Ok(())
-}
-
-fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => std::path::Path::new("."),
-    };
-    let mut builder = tempfile::Builder::new();
-    #[cfg(unix)]
-    {
-        // 0666 minus the umask, as a plainly created file, not tempfile's private 0600.
-        use std::os::unix::fs::PermissionsExt;
-        builder.permissions(std::fs::Permissions::from_mode(0o666));
-    }
-    let mut tmp = builder
-        .tempfile_in(dir)
-        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
-    tmp.write_all(bytes)?;
-    tmp.persist(path)
-        .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 

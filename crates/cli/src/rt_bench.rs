@@ -3,7 +3,7 @@
 //! directly on one core and then through the real-time runner driven by a simulated audio
 //! thread. `--write-example DIR` writes the five-model example pipeline.
 
-use crate::rt_run::write_atomic;
+use crate::common::write_atomic;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use kiln_audio::{Chain, Latency, Runner, RunnerConfig};

@@ -6,7 +6,7 @@ use clap::Args;
 use kiln_models::rtnet::csv::{format_row, parse_rows};
 use kiln_models::rtnet::{report, RtNet};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 #[derive(Args)]
@@ -69,7 +69,7 @@ pub fn main(args: RtRunArgs) -> Result<()> {
         format_row(net.forward(r), &mut out);
     }
     match &args.output {
-        Some(path) => write_atomic(path, out.as_bytes())?,
+        Some(path) => crate::common::write_atomic(path, out.as_bytes())?,
         None => {
             let mut so = std::io::stdout().lock();
             so.write_all(out.as_bytes()).context("writing stdout")?;
@@ -102,20 +102,4 @@ pub fn quant_table(what: &str, rep: &report::QuantReport) -> String {
         rep.quantized_bytes
     );
     out
-}
-
-/// Writes `bytes` to `path` through a temporary file in the same directory, so a failure never
-/// leaves a partial file.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let mut tmp = tempfile::NamedTempFile::new_in(&dir)
-        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
-    tmp.write_all(bytes)
-        .with_context(|| format!("writing {}", path.display()))?;
-    tmp.persist(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
 }
