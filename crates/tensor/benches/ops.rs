@@ -1,7 +1,9 @@
 //! Criterion bench of the f32 kernels on SmolLM2-135M shapes (d_model 576, d_ff 1536, 9 query
 //! heads / 3 KV heads of 64, 512 cached positions): RMSNorm, softmax, SiLU·mul, RoPE, and the
 //! attention kernels (f32 rows, the f16 rows the KV cache stores, and the 16-query tile that
-//! prefill uses). Each is reported as bytes/s and elements/s under the kernel family
+//! prefill uses); and the real-time audio nets' kernels at RTNeural's benchmark sizes: the
+//! packed-column matrix-vector product of a dense and an LSTM layer (`elements` = FMAs) and the
+//! LSTM and GRU state updates. Each is reported as bytes/s and elements/s under the kernel family
 //! `kernel_choice()` picks; run once plainly and once with `KILN_KERNELS=generic` to put every
 //! SIMD build beside the scalar reference (the family is part of every benchmark id).
 
@@ -146,6 +148,58 @@ fn bench(c: &mut Criterion) {
             }
         },
     );
+
+    // Real-time nets: an LSTM 16→16 step's two gate products in one pass (64 gate rows over
+    // 16 inputs and 16 recurrent values), a dense 16→16 and a 4-unit LSTM's (gate rows on
+    // 16-row panels, as the layer stores them).
+    use kiln_tensor::matvec::{matvec_packed_sum, pack_cols};
+    for (name, rows, cols) in [
+        ("matvec_packed lstm 16x16 (64x16 + 64x16)", 64usize, 16usize),
+        ("matvec_packed dense 16x16", 16, 16),
+        ("matvec_packed lstm 4x4 (64x4 + 64x4)", 64, 4),
+    ] {
+        let two = name.starts_with("matvec_packed lstm");
+        let w1 = pack_cols(&values(rows * cols, 40), rows, cols);
+        let w2 = pack_cols(&values(rows * cols, 41), rows, cols);
+        let (x1, x2, bias) = (values(cols, 42), values(cols, 43), values(rows, 44));
+        let mut y = vec![0.0; rows];
+        let terms = if two { 2 } else { 1 };
+        case(
+            c,
+            name,
+            terms * 4 * rows * cols,
+            terms * rows * cols,
+            || {
+                let both = [(&w1[..], &x1[..]), (&w2[..], &x2[..])];
+                matvec_packed_sum(black_box(&both[..terms]), &bias, &mut y);
+            },
+        );
+    }
+    for units in [4usize, 16, 24] {
+        let gates = values(4 * 16usize.max(units.next_multiple_of(16)), 50);
+        let stride = gates.len() / 4;
+        let (mut cs, mut hs) = (values(units, 51), values(units, 52));
+        case(
+            c,
+            &format!("lstm_update {units} units"),
+            4 * 6 * units,
+            units,
+            || {
+                kiln_tensor::rnn_cell::lstm_update(black_box(&gates), stride, &mut cs, &mut hs);
+            },
+        );
+        let (gi, gh) = (&gates[..3 * stride], &gates[stride..]);
+        let mut h = values(units, 53);
+        case(
+            c,
+            &format!("gru_update {units} units"),
+            4 * 7 * units,
+            units,
+            || {
+                kiln_tensor::rnn_cell::gru_update(black_box(gi), gh, stride, &mut h);
+            },
+        );
+    }
 }
 
 criterion_group!(benches, bench);
