@@ -27,10 +27,7 @@ pub(crate) type ActQuantFn = unsafe fn(src: &[f32], dst: &mut [u8]);
 
 /// An error unless this CPU runs kernel family `choice`.
 pub(crate) fn check_choice(choice: KernelChoice) -> Result<(), QuantError> {
-    if kiln_tensor::cpu::features()
-        .supported_choices()
-        .contains(&choice)
-    {
+    if kiln_tensor::cpu::features().supports(choice) {
         Ok(())
     } else {
         Err(QuantError::UnsupportedKernel { choice })

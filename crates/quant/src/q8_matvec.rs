@@ -30,7 +30,7 @@ pub fn q8_0_matvec(
 }
 
 /// [`q8_0_matvec`] with an explicit kernel family (tests compare families); an error if this
-/// CPU cannot run it. Allocates (the CPU check lists the families), so not for real time.
+/// CPU cannot run it.
 pub fn q8_0_matvec_with(
     choice: KernelChoice,
     w: &[u8],

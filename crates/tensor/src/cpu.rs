@@ -55,20 +55,30 @@ impl CpuFeatures {
         }
     }
 
+    /// Whether this CPU can run kernel family `choice` (no allocation: kernels check it on
+    /// every call).
+    pub fn supports(&self, choice: KernelChoice) -> bool {
+        let avx2 = self.avx2 && self.fma && self.f16c;
+        let avx512 = avx2 && self.avx512f && self.avx512bw && self.avx512vl;
+        match choice {
+            KernelChoice::Generic => true,
+            KernelChoice::Avx2 => avx2,
+            KernelChoice::Avx512 => avx512,
+            KernelChoice::Avx512Vnni => avx512 && self.avx512vnni,
+        }
+    }
+
     /// Every kernel family this CPU can run, generic first. Tests iterate over this list.
     pub fn supported_choices(&self) -> Vec<KernelChoice> {
-        let mut v = vec![KernelChoice::Generic];
-        let avx2 = self.avx2 && self.fma && self.f16c;
-        if avx2 {
-            v.push(KernelChoice::Avx2);
-        }
-        if avx2 && self.avx512f && self.avx512bw && self.avx512vl {
-            v.push(KernelChoice::Avx512);
-            if self.avx512vnni {
-                v.push(KernelChoice::Avx512Vnni);
-            }
-        }
-        v
+        [
+            KernelChoice::Generic,
+            KernelChoice::Avx2,
+            KernelChoice::Avx512,
+            KernelChoice::Avx512Vnni,
+        ]
+        .into_iter()
+        .filter(|&c| self.supports(c))
+        .collect()
     }
 
     /// The best family this CPU supports.
