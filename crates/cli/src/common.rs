@@ -162,3 +162,18 @@ pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
+
+/// `n` values of seeded uniform noise in [-1, 1) (xorshift64): the test signal of
+/// `rt-bench --layer` (RTNeural's layer bench uses the same range) and of `quantize`'s INT8
+/// error report.
+pub fn noise(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect()
+}

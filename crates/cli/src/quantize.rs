@@ -162,22 +162,8 @@ fn audio_net(path: &Path) -> Result<Option<RtNet>> {
     Ok(Some(net))
 }
 
-/// Frames of seeded uniform noise in [-1, 1) (xorshift64), the default INT8 error probe.
-fn noise_frames(n: usize, width: usize) -> Vec<Vec<f32>> {
-    let mut s = 0x9E37_79B9_7F4A_7C15u64;
-    (0..n)
-        .map(|_| {
-            (0..width)
-                .map(|_| {
-                    s ^= s << 13;
-                    s ^= s >> 7;
-                    s ^= s << 17;
-                    (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-                })
-                .collect()
-        })
-        .collect()
-}
+/// Seed of the default frames an audio net's INT8 error is measured on.
+const NOISE_SEED: u64 = 0x9E37_79B9_7F4A_7C15;
 
 /// `kiln quantize` for an audio net: every matrix to Q8_0 (or the net stored as f32), written
 /// as rtnet GGUF, with the per-layer error of the result against the input net.
@@ -223,7 +209,10 @@ fn quantize_audio_net(args: &QuantizeArgs, net: RtNet) -> Result<()> {
             (rows, p.display().to_string())
         }
         None => (
-            noise_frames(1000, net.in_size()),
+            crate::common::noise(1000 * net.in_size(), NOISE_SEED)
+                .chunks(net.in_size().max(1))
+                .map(<[f32]>::to_vec)
+                .collect(),
             "seeded noise in [-1, 1]".to_owned(),
         ),
     };

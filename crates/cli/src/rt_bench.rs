@@ -326,15 +326,7 @@ fn layer_bench(args: &RtBenchArgs, kind: &str) -> Result<()> {
         net = net.to_q8_0();
     }
     let n = (48_000.0 * args.seconds) as usize;
-    let mut s = args.seed | 1;
-    let signal: Vec<f32> = (0..n * args.in_size)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
-        .collect();
+    let signal = crate::common::noise(n * args.in_size, args.seed);
     let mut best = f64::INFINITY;
     let mut sink = 0.0f32;
     for _ in 0..3 {

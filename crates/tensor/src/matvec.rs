@@ -511,7 +511,7 @@ mod tests {
                 let two = [(&p[..], &x[..]), (&p2[..], &x2[..])];
                 for (name, f) in &variants {
                     // Accumulate into y; start from a bias; from zero; two terms. A guard
-                    // value after the rows proves the masked stores stay inside `y`.
+                    // value after the rows proves the partial stores stay inside `y`.
                     for (terms, init, expect) in [
                         (&one[..], None, &want),
                         (&one[..], Some(&bias[..]), &want_bias),
