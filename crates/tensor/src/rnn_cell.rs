@@ -1,9 +1,11 @@
 //! Element-wise parts of the recurrent cells (LSTM and GRU state updates) with a vectorizable
 //! `exp`, so the gate non-linearities run as SIMD instead of one libm call per value.
 //!
-//! `exp` is [`crate::ops::exp::exp_fast`]: within 2 ulp of libm over the range the cells use,
-//! which keeps the RTNeural conformance tests (1e-6 absolute) passing. The scalar references
-//! use libm (`f32::exp`, `f32::tanh`); tests compare every family against them.
+//! `exp` is [`crate::ops::exp::exp_fast`] (the AVX2 build) or its AVX-512 form `exp512` (the
+//! AVX-512 cells, written in intrinsics with masked tails and gate blocks at a given stride):
+//! within 2 ulp of libm over the range the cells use, which keeps the RTNeural conformance
+//! tests (1e-6 absolute) passing. The scalar references use libm (`f32::exp`, `f32::tanh`);
+//! tests compare every family against them.
 
 use crate::ops::exp::exp_fast;
 
