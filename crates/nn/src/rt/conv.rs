@@ -99,9 +99,11 @@ impl Conv1d {
     pub fn config(&self) -> Conv1dConfig {
         self.cfg
     }
+    #[inline]
     pub fn in_size(&self) -> usize {
         self.cfg.in_ch
     }
+    #[inline]
     pub fn out_size(&self) -> usize {
         self.cfg.out_ch
     }
@@ -260,9 +262,11 @@ impl Conv2d {
     pub fn config(&self) -> Conv2dConfig {
         self.cfg
     }
+    #[inline]
     pub fn in_size(&self) -> usize {
         self.cfg.features_in * self.cfg.ch_in
     }
+    #[inline]
     pub fn out_size(&self) -> usize {
         self.f_out * self.cfg.ch_out
     }
@@ -386,9 +390,11 @@ impl ConvTranspose1d {
     pub fn config(&self) -> ConvTranspose1dConfig {
         self.cfg
     }
+    #[inline]
     pub fn in_size(&self) -> usize {
         self.cfg.in_ch
     }
+    #[inline]
     pub fn out_size(&self) -> usize {
         self.cfg.stride * self.cfg.out_ch
     }

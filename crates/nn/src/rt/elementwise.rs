@@ -72,9 +72,11 @@ impl ActivationLayer {
     pub fn activation(&self) -> Activation {
         self.act
     }
+    #[inline]
     pub fn in_size(&self) -> usize {
         self.size
     }
+    #[inline]
     pub fn out_size(&self) -> usize {
         self.size
     }
@@ -115,13 +117,16 @@ impl Dense {
         }
         Ok(Dense { w, b: bias })
     }
+    #[inline]
     pub fn in_size(&self) -> usize {
         self.w.cols()
     }
+    #[inline]
     pub fn out_size(&self) -> usize {
         self.w.rows()
     }
     pub fn reset(&mut self) {}
+    #[inline]
     pub fn forward(&mut self, x: &[f32], y: &mut [f32]) {
         self.w.matvec_bias(x, &self.b, y);
     }
@@ -194,9 +199,11 @@ impl BatchNorm {
         }
         Ok(BatchNorm { size, scale, shift })
     }
+    #[inline]
     pub fn in_size(&self) -> usize {
         self.size
     }
+    #[inline]
     pub fn out_size(&self) -> usize {
         self.size
     }
@@ -241,9 +248,11 @@ impl PRelu {
         }
         Ok(PRelu { size, alpha })
     }
+    #[inline]
     pub fn in_size(&self) -> usize {
         self.size
     }
+    #[inline]
     pub fn out_size(&self) -> usize {
         self.size
     }

@@ -117,6 +117,7 @@ impl RtMatrix {
     }
 
     /// Values in this matrix's product: `rows`, or with gate lanes `blocks · stride`.
+    #[inline]
     pub fn out_len(&self) -> usize {
         self.lanes.map_or(self.rows, |l| l.blocks * l.stride)
     }
@@ -194,10 +195,12 @@ impl RtMatrix {
         })
     }
 
+    #[inline]
     pub fn rows(&self) -> usize {
         self.rows
     }
 
+    #[inline]
     pub fn cols(&self) -> usize {
         self.cols
     }

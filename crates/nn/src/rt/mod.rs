@@ -93,10 +93,12 @@ impl RtLayer {
         }
     }
 
+    #[inline]
     pub fn in_size(&self) -> usize {
         each!(self, l => l.in_size())
     }
 
+    #[inline]
     pub fn out_size(&self) -> usize {
         each!(self, l => l.out_size())
     }

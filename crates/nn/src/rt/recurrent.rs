@@ -69,9 +69,11 @@ impl Lstm {
     pub fn units(&self) -> usize {
         self.units
     }
+    #[inline]
     pub fn in_size(&self) -> usize {
         self.w_ih.cols()
     }
+    #[inline]
     pub fn out_size(&self) -> usize {
         self.units
     }
@@ -159,9 +161,11 @@ impl Gru {
     pub fn units(&self) -> usize {
         self.units
     }
+    #[inline]
     pub fn in_size(&self) -> usize {
         self.w_ih.cols()
     }
+    #[inline]
     pub fn out_size(&self) -> usize {
         self.units
     }
