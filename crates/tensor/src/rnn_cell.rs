@@ -145,6 +145,11 @@ mod x86 {
         if stride < u || gates.len() < 3 * stride + u {
             return;
         }
+        if stride == u && 4 * u <= 16 && gates.len() >= 16 {
+            // SAFETY: `gates` holds 16 floats and `c`, `h` hold `u`; `in_one_vector`
+            // loads 16 and stores `u` of each.
+            return unsafe { lstm_in_one_vector(gates, u, c, h) };
+        }
         for k in (0..u).step_by(16) {
             let n = (u - k).min(16);
             let m = crate::simd512::first_lanes(n);
@@ -169,6 +174,49 @@ mod x86 {
     pub fn gru_avx2(gi: &[f32], gh: &[f32], stride: usize, h: &mut [f32]) {
         super::gru_body::<Fast>(gi, gh, stride, h)
     }
+    /// Gate `b` (of `u` values, gates back to back in `v`) moved to lanes `0..u`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn gate(v: std::arch::x86_64::__m512, b: usize, u: usize) -> std::arch::x86_64::__m512 {
+        use std::arch::x86_64::*;
+        let lanes = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+        let idx = _mm512_add_epi32(lanes, _mm512_set1_epi32((b * u) as i32));
+        _mm512_permutexvar_ps(idx, v)
+    }
+
+    /// An LSTM of at most 4 units whose gates lie back to back in one vector: one load, the
+    /// gates taken apart with permutes (a load at offset `u` of the vector the gate product
+    /// just stored could not be forwarded and would wait for the cache).
+    #[target_feature(enable = "avx512f,fma")]
+    unsafe fn lstm_in_one_vector(gates: &[f32], u: usize, c: &mut [f32], h: &mut [f32]) {
+        use super::v512::{sigmoid, tanh};
+        use std::arch::x86_64::*;
+        let v = _mm512_loadu_ps(gates.as_ptr());
+        let m = crate::simd512::first_lanes(u);
+        let cv = _mm512_maskz_loadu_ps(m, c.as_ptr());
+        let (f, g, o) = (gate(v, 1, u), gate(v, 2, u), gate(v, 3, u));
+        let cn = _mm512_fmadd_ps(sigmoid(f), cv, _mm512_mul_ps(sigmoid(v), tanh(g)));
+        let hn = _mm512_mul_ps(sigmoid(o), tanh(cn));
+        crate::simd512::store_first(c.as_mut_ptr(), cn, u);
+        crate::simd512::store_first(h.as_mut_ptr(), hn, u);
+    }
+
+    /// A GRU of at most 5 units, its gates in one vector of `gi` and one of `gh` (as in
+    /// [`lstm_in_one_vector`]).
+    #[target_feature(enable = "avx512f,fma")]
+    unsafe fn gru_in_one_vector(gi: &[f32], gh: &[f32], u: usize, h: &mut [f32]) {
+        use super::v512::{sigmoid, tanh};
+        use std::arch::x86_64::*;
+        let (a, b) = (_mm512_loadu_ps(gi.as_ptr()), _mm512_loadu_ps(gh.as_ptr()));
+        let zr = _mm512_add_ps(a, b);
+        let z = sigmoid(zr);
+        let r = sigmoid(gate(zr, 1, u));
+        let nn = tanh(_mm512_fmadd_ps(r, gate(b, 2, u), gate(a, 2, u)));
+        let hv = _mm512_maskz_loadu_ps(crate::simd512::first_lanes(u), h.as_ptr());
+        let hn = _mm512_fmadd_ps(z, _mm512_sub_ps(hv, nn), nn);
+        crate::simd512::store_first(h.as_mut_ptr(), hn, u);
+    }
+
     /// [`super::gru_body`] in AVX-512 intrinsics, masked like [`lstm_avx512`].
     #[target_feature(enable = "avx512f,fma")]
     pub fn gru_avx512(gi: &[f32], gh: &[f32], stride: usize, h: &mut [f32]) {
@@ -177,6 +225,10 @@ mod x86 {
         let u = h.len();
         if stride < u || gi.len() < 2 * stride + u || gh.len() < 2 * stride + u {
             return;
+        }
+        if stride == u && 3 * u <= 16 && gi.len() >= 16 && gh.len() >= 16 {
+            // SAFETY: `gi` and `gh` hold 16 floats and `h` holds `u`.
+            return unsafe { gru_in_one_vector(gi, gh, u, h) };
         }
         for k in (0..u).step_by(16) {
             let n = (u - k).min(16);
@@ -320,8 +372,12 @@ mod tests {
             (33, 33),
             (4, 16),
             (24, 32),
+            (3, 3),
+            (4, 4),
+            (5, 5),
         ] {
-            let gates = seeded(3 * stride + u, u as u32 + 1);
+            // At least 16 values: the AVX-512 cells read all gates of up to 4 units as one vector.
+            let gates = seeded((3 * stride + u).max(16), u as u32 + 1);
             let (c0, h0) = (seeded(u, 99), seeded(u, 98));
             let (mut c_ref, mut h_ref) = (c0.clone(), h0.clone());
             lstm_body::<Libm>(&gates, stride, &mut c_ref, &mut h_ref);
@@ -342,7 +398,10 @@ mod tests {
                     );
                 }
             }
-            let (gi, gh) = (seeded(2 * stride + u, 5), seeded(2 * stride + u, 6));
+            let (gi, gh) = (
+                seeded((2 * stride + u).max(16), 5),
+                seeded((2 * stride + u).max(16), 6),
+            );
             let mut g_ref = h0.clone();
             gru_body::<Libm>(&gi, &gh, stride, &mut g_ref);
             let mut g = h0.clone();

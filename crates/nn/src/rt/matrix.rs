@@ -37,11 +37,19 @@ fn dots_win(rows: usize, cols: usize) -> bool {
 
 /// Where a gate matrix's products go: its rows form `blocks` equal gate blocks, and block `b`
 /// lands at `b · stride` of the output (`stride` a whole number of 16-row panels, the rows in
-/// between zero), so each gate starts on a vector the product stored whole.
+/// between zero), so each gate starts on a vector the product stored whole; or, when all the
+/// gates fit one panel, `stride` is the gate size and the panel is padded to 16 rows, so the
+/// product is one whole vector.
 #[derive(Debug, Clone, Copy)]
 struct Lanes {
     blocks: usize,
     stride: usize,
+}
+
+impl Lanes {
+    fn out_len(self) -> usize {
+        (self.blocks * self.stride).next_multiple_of(PANEL)
+    }
 }
 
 /// A `rows × cols` weight matrix (`y = W·x`, logical layout `[out][in]`).
@@ -92,34 +100,49 @@ impl RtMatrix {
             ));
         }
         let (u, cols) = (self.rows / blocks, self.cols);
-        let stride = u.next_multiple_of(PANEL);
-        if stride == u || self.lanes.is_some() {
+        // All gates within one vector (a 4-unit LSTM): keep them packed together, padded to
+        // one whole panel, and the cell takes them apart in registers.
+        let stride = if self.rows <= PANEL {
+            u
+        } else {
+            u.next_multiple_of(PANEL)
+        };
+        if self.lanes.is_some() || (self.rows.is_multiple_of(PANEL) && stride == u) {
             return Ok(self);
         }
-        let lanes = Some(Lanes { blocks, stride });
+        let lanes = Lanes { blocks, stride };
         if let Store::Q8_0 { .. } = self.store {
-            return Ok(RtMatrix { lanes, ..self });
+            return Ok(RtMatrix {
+                lanes: Some(lanes),
+                ..self
+            });
         }
         let w = self.to_rows();
-        let mut padded = vec![0.0; blocks * stride * cols];
+        let mut padded = vec![0.0; lanes.out_len() * cols];
         for b in 0..blocks {
             padded[b * stride * cols..][..u * cols].copy_from_slice(&w[b * u * cols..][..u * cols]);
         }
-        let data = pack_cols(&padded, blocks * stride, cols);
+        let data = pack_cols(&padded, lanes.out_len(), cols);
         Ok(RtMatrix {
             store: Store::Packed {
                 data,
-                seg: blocks * stride,
+                seg: lanes.out_len(),
             },
-            lanes,
+            lanes: Some(lanes),
             ..self
         })
     }
 
-    /// Values in this matrix's product: `rows`, or with gate lanes `blocks · stride`.
+    /// Where gate block `b` of `blocks` starts in the product: at `b` times this.
+    pub fn gate_stride(&self, blocks: usize) -> usize {
+        self.lanes.map_or(self.rows / blocks.max(1), |l| l.stride)
+    }
+
+    /// Values in this matrix's product: `rows`, or with gate lanes `blocks · stride` rounded
+    /// up to a whole panel.
     #[inline]
     pub fn out_len(&self) -> usize {
-        self.lanes.map_or(self.rows, |l| l.blocks * l.stride)
+        self.lanes.map_or(self.rows, |l| l.out_len())
     }
 
     /// Places `v` (`rows` values in gate-block order) at this matrix's output positions,
@@ -529,7 +552,7 @@ mod tests {
 
     #[test]
     fn gate_lanes_place_each_gate_on_a_panel_and_keep_the_logical_rows() {
-        for (u, cols) in [(4, 4), (24, 1), (5, 40)] {
+        for (u, cols) in [(4, 4), (3, 4), (24, 1), (5, 40)] {
             let rows = 4 * u;
             let w: Vec<f32> = (0..rows * cols).map(|i| (i as f32 * 0.37).sin()).collect();
             let x: Vec<f32> = (0..cols).map(|i| (i as f32 * 0.9).cos()).collect();
@@ -538,11 +561,19 @@ mod tests {
             let mut want = vec![0.0; rows];
             plain.matvec_bias(&x, &bias, &mut want);
             let laned = plain.clone().with_gate_lanes(4, "m").unwrap();
-            let stride = u.next_multiple_of(16);
-            assert_eq!(laned.out_len(), 4 * stride);
+            // Gates within one panel stay back to back; larger ones start on panels.
+            let stride = laned.gate_stride(4);
+            let want_stride = if rows <= 16 {
+                u
+            } else {
+                u.next_multiple_of(16)
+            };
+            assert_eq!(stride, want_stride, "u={u}");
+            let out_len = (4 * stride).next_multiple_of(16);
+            assert_eq!(laned.out_len(), out_len);
             assert_eq!(laned.to_rows(), w);
             for mut m in [laned.clone(), laned.to_q8_0().unwrap()] {
-                assert_eq!(m.out_len(), 4 * stride);
+                assert_eq!(m.out_len(), out_len);
                 let mut y = vec![f32::NAN; m.out_len()];
                 m.matvec_bias(&x, &m.spread(&bias), &mut y);
                 let tol = if m.ty() == QuantType::Q8_0 {
@@ -559,6 +590,7 @@ mod tests {
                         .iter()
                         .all(|&v| v == 0.0));
                 }
+                assert!(y[4 * stride..].iter().all(|&v| v == 0.0), "u={u}");
             }
         }
         assert!(RtMatrix::from_rows(6, 2, vec![0.0; 12], "m")

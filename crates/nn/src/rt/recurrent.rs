@@ -90,7 +90,7 @@ impl Lstm {
             &self.b_lanes,
             &mut self.gates,
         );
-        let stride = self.gates.len() / 4;
+        let stride = self.w_ih.gate_stride(4);
         lstm_update(&self.gates, stride, &mut self.c, &mut self.h);
         y.copy_from_slice(&self.h);
     }
@@ -176,7 +176,7 @@ impl Gru {
         self.w_ih.matvec_bias(x, &self.b_ih_lanes, &mut self.gi);
         self.w_hh
             .matvec_bias(&self.h, &self.b_hh_lanes, &mut self.gh);
-        let stride = self.gi.len() / 3;
+        let stride = self.w_ih.gate_stride(3);
         gru_update(&self.gi, &self.gh, stride, &mut self.h);
         y.copy_from_slice(&self.h);
     }
