@@ -28,11 +28,12 @@ enum Store {
 }
 
 /// Whether a dot per output row beats the packed columns for this shape. A dot costs its
-/// 16-wide FMAs plus about 8 instructions of horizontal sum; a packed pass costs one FMA per
-/// input and 16-row panel (one panel keeps four chains in flight, so that is also its latency
-/// floor). Row dots win only for a few long rows (a 24→1 output layer).
+/// 16-wide FMAs, about 8 instructions of horizontal sum, and a scalar FMA chain (4 cycles a
+/// step) over the `cols % 16` tail; a packed pass costs one FMA per input and 16-row panel
+/// (one panel keeps four chains in flight, so that is also its latency floor). Row dots win
+/// only for a few long rows (a 512→1 output layer; at 24→1 packed was 10% faster).
 fn dots_win(rows: usize, cols: usize) -> bool {
-    rows * (cols.div_ceil(16) + 8) < cols * rows.div_ceil(16)
+    rows * (cols / 16 + 4 * (cols % 16) + 8) < cols * rows.div_ceil(16)
 }
 
 /// Where a gate matrix's products go: its rows form `blocks` equal gate blocks, and block `b`
