@@ -428,9 +428,13 @@ impl Llama {
                 &mut s.stack,
                 &mut [&mut s.gate, &mut s.up],
             )?;
-            ops::silu_mul_in_place(&mut s.gate, &s.up);
-            s.input.set(&s.gate, c.n_ff);
-            observe(&mut s.observer, [b.w_down.name()], &s.gate, c.n_ff);
+            let ff = c.n_ff;
+            s.input
+                .set_rows(n, ff, b.w_down.ty(), b.w_down.name(), |t, row| {
+                    let r = t * ff..(t + 1) * ff;
+                    ops::silu_mul(&s.gate[r.clone()], &s.up[r], row)
+                })?;
+            observe(&mut s.observer, [b.w_down.name()], s.input.rows(), ff);
             b.w_down.forward(pool, &mut s.input, &mut s.proj)?;
             ops::add_in_place(&mut s.x, &s.proj);
         }

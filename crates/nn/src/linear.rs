@@ -215,8 +215,7 @@ impl LinearInput {
     }
 
     /// Replaces the input with `norm` applied to every row of `x` and quantizes it for
-    /// weights of type `first` in the same pass over the rows, each row normalized and
-    /// quantized while it is in L1 (the first matmul over this input then finds it ready).
+    /// weights of type `first` in the same pass over the rows (see [`LinearInput::set_rows`]).
     pub fn set_rms_norm(
         &mut self,
         x: &[f32],
@@ -231,8 +230,25 @@ impl LinearInput {
                 got: x.len(),
             });
         }
-        self.x.resize(x.len(), 0.0);
-        self.cols = d;
+        self.set_rows(x.len() / d, d, first, "rms_norm", |t, row| {
+            norm.row(&x[t * d..(t + 1) * d], row)
+        })
+    }
+
+    /// Replaces the input with `n_rows` rows of `cols` values, each written by `fill(t, row)`
+    /// and quantized for weights of type `first` right away, while it is in L1 (one pass over
+    /// the rows instead of producing them, copying them in and quantizing in the first
+    /// matmul, which then finds its input ready). `what` names the producer in errors.
+    pub fn set_rows(
+        &mut self,
+        n_rows: usize,
+        cols: usize,
+        first: QuantType,
+        what: &str,
+        fill: impl FnMut(usize, &mut [f32]),
+    ) -> Result<(), NnError> {
+        self.x.resize(n_rows * cols, 0.0);
+        self.cols = cols;
         if self.prepared.is_empty() {
             self.prepared.push((first, ActBuf::new()));
         }
@@ -240,11 +256,9 @@ impl LinearInput {
         self.n_valid = 0;
         self.prepared[0]
             .1
-            .prepare_and_quantize(first, &mut self.x, d, |t, row| {
-                norm.row(&x[t * d..(t + 1) * d], row)
-            })
+            .prepare_and_quantize(first, &mut self.x, cols, fill)
             .map_err(|source| NnError::Quant {
-                layer: "rms_norm".into(),
+                layer: what.to_owned(),
                 source,
             })?;
         self.n_valid = 1;
