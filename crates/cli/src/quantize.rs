@@ -152,14 +152,18 @@ fn audio_net(path: &Path) -> Result<Option<RtNet>> {
     let json = path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("json"));
-    if !json {
+    let net = if json {
+        RtNet::load(path)
+    } else {
         let file = GgufFile::open(path).with_context(|| format!("loading {}", path.display()))?;
         if file.architecture().ok() != Some(rtnet::gguf::ARCH) {
             return Ok(None);
         }
-    }
-    let net = RtNet::load(path).with_context(|| format!("loading {}", path.display()))?;
-    Ok(Some(net))
+        rtnet::gguf::from_file(&file)
+    };
+    Ok(Some(
+        net.with_context(|| format!("loading {}", path.display()))?,
+    ))
 }
 
 /// Seed of the default frames an audio net's INT8 error is measured on.

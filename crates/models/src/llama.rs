@@ -7,7 +7,6 @@ use crate::{LlamaConfig, ModelError};
 use kiln_gguf::GgufFile;
 use kiln_kvcache::{BlockId, KvDtype, KvStore, DEFAULT_BLOCK_SIZE};
 use kiln_nn::{Attention, AttnSeq, Embedding, Linear, LinearInput, LinearSet, RmsNorm};
-use kiln_quant::QuantType;
 use kiln_tensor::ops::{self, Rope};
 use kiln_tensor::ThreadPool;
 use std::sync::Arc;
@@ -57,7 +56,6 @@ pub struct BatchSeq<'a> {
 #[derive(Default)]
 pub struct ForwardScratch {
     x: Vec<f32>,
-    xn: Vec<f32>,
     q: Vec<f32>,
     k: Vec<f32>,
     v: Vec<f32>,
@@ -363,7 +361,6 @@ impl Llama {
         for (t, &id) in seqs.iter().flat_map(|q| q.tokens).enumerate() {
             self.embedding.lookup(id, &mut s.x[t * d..(t + 1) * d])?;
         }
-        s.xn.resize(n * d, 0.0);
         s.q.resize(n * qd, 0.0);
         s.k.resize(n * kvd, 0.0);
         s.v.resize(n * kvd, 0.0);
@@ -380,11 +377,8 @@ impl Llama {
             })
             .collect();
         for (layer, b) in self.blocks.iter().enumerate() {
-            s.input.set_rms_norm(
-                &s.x,
-                &b.attn_norm,
-                b.qkv.first_type().unwrap_or(QuantType::F32),
-            )?;
+            s.input
+                .set_rms_norm(&s.x, &b.attn_norm, b.qkv.first_type())?;
             observe(&mut s.observer, b.qkv.names(), s.input.rows(), d);
             b.qkv.forward(
                 pool,
@@ -416,11 +410,8 @@ impl Llama {
             b.wo.forward(pool, &mut s.input, &mut s.proj)?;
             ops::add_in_place(&mut s.x, &s.proj);
 
-            s.input.set_rms_norm(
-                &s.x,
-                &b.ffn_norm,
-                b.gate_up.first_type().unwrap_or(QuantType::F32),
-            )?;
+            s.input
+                .set_rms_norm(&s.x, &b.ffn_norm, b.gate_up.first_type())?;
             observe(&mut s.observer, b.gate_up.names(), s.input.rows(), d);
             b.gate_up.forward(
                 pool,
@@ -456,9 +447,8 @@ impl Llama {
         if n_logits == 0 {
             return Ok(());
         }
-        let normed = &mut s.xn[..n_logits * d];
-        self.output_norm.forward(&s.x[..n_logits * d], normed)?;
-        s.input.set(normed, d);
+        s.input
+            .set_rms_norm(&s.x[..n_logits * d], &self.output_norm, self.output.ty())?;
         let start = logits.len();
         logits.resize(start + n_logits * c.n_vocab, 0.0);
         self.output

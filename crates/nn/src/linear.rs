@@ -347,9 +347,10 @@ impl LinearSet {
         self.names.iter().map(String::as_str)
     }
 
-    /// The storage type of the first stacked weight (the first to read the input).
-    pub fn first_type(&self) -> Option<QuantType> {
-        self.layers.first().map(Linear::ty)
+    /// The storage type of the first stacked weight (the first to read the input; F32 for an
+    /// empty set).
+    pub fn first_type(&self) -> QuantType {
+        self.layers.first().map_or(QuantType::F32, Linear::ty)
     }
 
     /// The layers the weights were stacked into.

@@ -371,18 +371,12 @@ fn packed(terms: &[Term], init: Option<&[f32]>, y: &mut [f32]) {
             .all(|(p, x)| p.len() >= packed_len(y.len(), x.len())),
         "matvec_packed: shapes do not fit"
     );
-    #[cfg(target_arch = "x86_64")]
-    {
-        use crate::cpu::KernelChoice::*;
-        match crate::cpu::kernel_choice() {
-            // SAFETY: kernel_choice() only returns families this CPU supports.
-            Avx512 | Avx512Vnni => return unsafe { x86::matvec_packed_avx512(terms, init, y) },
-            // SAFETY: as above.
-            Avx2 => return unsafe { x86::matvec_packed_avx2(terms, init, y) },
-            Generic => {}
-        }
-    }
-    packed_body::<false>(terms, init, y)
+    dispatch!(
+        packed_body::<false>(terms, init, y),
+        x86::matvec_packed_avx2,
+        x86::matvec_packed_avx512,
+        (terms, init, y)
+    )
 }
 
 /// The scalar reference of [`matvec`] (tests and benches compare against it).
