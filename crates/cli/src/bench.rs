@@ -8,10 +8,17 @@ use clap::Args;
 use kiln_engine::Engine;
 use kiln_gguf::GgufFile;
 use kiln_kvcache::KvDtype;
+use kiln_tensor::membench::ReadProbe;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Size of the bandwidth probe's buffer: 8× this machine class's L3, so it streams from
+/// memory, and one pass takes a few milliseconds.
+const PROBE_BYTES: usize = 256 << 20;
+/// Passes per bandwidth measurement (the best counts).
+const PROBE_PASSES: usize = 2;
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -62,7 +69,8 @@ pub struct Machine {
     pub cpu: String,
     pub cores: usize,
     pub isa: String,
-    /// Read bandwidth in GB/s per thread count, measured by kiln itself.
+    /// Read bandwidth in GB/s per thread count, measured by kiln itself (the median of the
+    /// measurements before that thread count's decode runs of the last decode test).
     pub read_bandwidth_gbs: Vec<(usize, f64)>,
 }
 
@@ -85,9 +93,13 @@ pub struct Record {
     pub median_ts: f64,
     pub samples_ns: Vec<u64>,
     pub samples_ts: Vec<f64>,
-    /// Decode only: bytes read per token × tokens/s ÷ measured read bandwidth.
+    /// Decode only: bytes read per token × tokens/s ÷ the read bandwidth measured right
+    /// before the same run; the median over the runs.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub bandwidth_utilisation: Option<f64>,
+    /// Decode only: the median of the read bandwidths measured before each run, GB/s.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub read_bandwidth_gbs: Option<f64>,
 }
 
 /// What `kiln bench --output` writes.
@@ -124,8 +136,18 @@ pub fn main(args: BenchArgs) -> Result<()> {
         bail!("nothing to measure: give -p and/or -n");
     }
 
+    // The machine's read bandwidth drifts (on a shared VM by 2× within minutes), so it is
+    // measured right before every timed decode run, not once for the whole sitting, and each
+    // run's utilisation is taken against its own measurement. The probe stays resident for
+    // the whole command; its pages are left out of the peak RSS reported.
+    let probe = (!args.no_bandwidth).then(|| {
+        eprint!("kiln bench: preparing the bandwidth probe…");
+        let p = ReadProbe::new(PROBE_BYTES);
+        eprintln!();
+        p
+    });
+    let mut bandwidths: Vec<(usize, f64)> = Vec::new();
     let mut results = Vec::new();
-    let mut decode_bytes = Vec::new();
     for &threads in &args.threads {
         let engine = Engine::from_gguf(Arc::clone(&file), threads)?;
         for &(n_prompt, n_gen) in &tests {
@@ -139,14 +161,19 @@ pub fn main(args: BenchArgs) -> Result<()> {
             };
             eprint!("kiln bench: {label} t={threads}: warm-up");
             run(&engine)?;
+            let probe = probe.as_ref().filter(|_| n_gen > 0);
             let mut samples = Vec::with_capacity(reps);
+            let mut probed = Vec::new();
             for i in 0..reps {
                 eprint!("\rkiln bench: {label} t={threads}: run {}/{reps}   ", i + 1);
+                if let Some(p) = probe {
+                    probed.push(p.measure(engine.pool(), PROBE_PASSES));
+                }
                 samples.push(run(&engine)?);
             }
             eprintln!();
             let n_tokens = n_prompt + n_gen;
-            let record = record(
+            let mut record = record(
                 &file_name,
                 &model_type,
                 model_size,
@@ -158,35 +185,25 @@ pub fn main(args: BenchArgs) -> Result<()> {
                 n_tokens,
                 &samples,
             );
-            if n_gen > 0 {
+            if !probed.is_empty() {
                 // Weights once per token plus the KV read at the average position.
                 let kv_per_token = kv_bytes_per_position(&engine, kv) * n_gen / 2;
-                decode_bytes.push((
-                    results.len(),
-                    engine.model().weight_bytes_per_token() + kv_per_token,
-                ));
+                let bytes = (engine.model().weight_bytes_per_token() + kv_per_token) as f64;
+                let utilisation: Vec<f64> = (record.samples_ts.iter().zip(&probed))
+                    .map(|(ts, bw)| bytes * ts / bw)
+                    .collect();
+                record.bandwidth_utilisation = Some(median(&utilisation));
+                let gbs = median(&probed) / 1e9;
+                record.read_bandwidth_gbs = Some(gbs);
+                eprintln!("kiln bench: {label} t={threads}: read bandwidth {gbs:.1} GB/s (median)");
+                bandwidths.retain(|(t, _)| *t != threads);
+                bandwidths.push((threads, gbs));
             }
             results.push(record);
         }
     }
-    let peak_rss_bytes = peak_rss().unwrap_or(0);
-
-    let mut bandwidths = Vec::new();
-    if !args.no_bandwidth {
-        for &threads in &args.threads {
-            eprint!("kiln bench: read bandwidth t={threads}…");
-            let pool = kiln_tensor::ThreadPool::new(threads);
-            let bw = kiln_tensor::membench::read_bandwidth(&pool, 1 << 30, 3);
-            eprintln!(" {:.1} GB/s", bw / 1e9);
-            bandwidths.push((threads, bw / 1e9));
-        }
-        for (index, bytes) in decode_bytes {
-            let r = &mut results[index];
-            if let Some(&(_, gbs)) = bandwidths.iter().find(|(t, _)| *t == r.n_threads) {
-                r.bandwidth_utilisation = Some(bytes as f64 * r.avg_ts / (gbs * 1e9));
-            }
-        }
-    }
+    let probe_bytes = probe.as_ref().map_or(0, |p| p.bytes() as u64);
+    let peak_rss_bytes = peak_rss().unwrap_or(0).saturating_sub(probe_bytes);
 
     let report = BenchReport {
         engine: format!("kiln {}", env!("CARGO_PKG_VERSION")),
@@ -257,6 +274,7 @@ fn record(
         samples_ns,
         samples_ts,
         bandwidth_utilisation: None,
+        read_bandwidth_gbs: None,
     }
 }
 

@@ -154,6 +154,57 @@ fn perplexity_prints_the_final_line() {
 }
 
 #[test]
+fn bench_times_each_test_and_thread_count_and_compare_reads_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let json = dir.path().join("bench.json");
+    let o = kiln(&[
+        "bench",
+        "--model",
+        model.to_str().unwrap(),
+        "-p",
+        "8",
+        "-n",
+        "4",
+        "-t",
+        "1,2",
+        "-r",
+        "2",
+        "-o",
+        json.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let table = stdout(&o);
+    assert_eq!(table.matches("| pp8 |").count(), 2, "{table}");
+    assert_eq!(table.matches("| tg4 |").count(), 2, "{table}");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let results = report["results"].as_array().unwrap();
+    assert_eq!(results.len(), 4);
+    for r in results {
+        assert_eq!(r["samples_ts"].as_array().unwrap().len(), 2, "{r}");
+        let decode = r["n_gen"].as_u64() == Some(4);
+        // Decode runs are each preceded by a bandwidth measurement; prefill runs are not.
+        for field in ["bandwidth_utilisation", "read_bandwidth_gbs"] {
+            assert_eq!(r[field].as_f64().is_some_and(|v| v > 0.0), decode, "{r}");
+        }
+    }
+    let probed = report["machine"]["read_bandwidth_gbs"].as_array().unwrap();
+    assert_eq!(probed.len(), 2, "{report}");
+    // The probe's 256 MiB buffer is resident during the runs but is not the model's memory.
+    let rss = report["peak_rss_bytes"].as_u64().unwrap();
+    assert!(rss > 0 && rss < 200 << 20, "peak RSS {rss}");
+
+    let o = kiln(&["compare", json.to_str().unwrap(), json.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("tg4"), "{}", stdout(&o));
+
+    assert_clean_failure(
+        &kiln(&["bench", "--model", model.to_str().unwrap(), "-t", "0"]),
+        "--threads",
+    );
+}
+
+#[test]
 fn bad_inputs_fail_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let model = tiny_model(dir.path());

@@ -72,28 +72,46 @@ fn sum_fast(data: &[u64]) -> u64 {
     sum_chunk(data)
 }
 
-/// Read bandwidth in bytes per second with all of `pool`'s threads streaming disjoint parts
-/// of a `bytes`-sized buffer; the best of `repeats` passes after one warm-up pass.
-pub fn read_bandwidth(pool: &ThreadPool, bytes: usize, repeats: usize) -> f64 {
-    let n = (bytes / 8).max(1024);
-    // Distinct non-zero values so no page is shared copy-on-write zero memory.
-    let data: Vec<u64> = (0..n as u64).collect();
-    let mut best = f64::MAX;
-    let sink = std::sync::atomic::AtomicU64::new(0);
-    for pass in 0..=repeats.max(1) {
-        let start = Instant::now();
-        pool.run(|i, nt| {
-            let r = split_range(n, nt, i, 64);
-            let s = sum_fast(&data[r]);
-            sink.fetch_add(s, std::sync::atomic::Ordering::Relaxed);
-        });
-        let t = start.elapsed().as_secs_f64();
-        if pass > 0 {
-            best = best.min(t);
+/// A buffer much larger than the caches, written once, for measuring read bandwidth as often
+/// as needed (next to every timed run on a machine whose bandwidth drifts).
+pub struct ReadProbe {
+    data: Vec<u64>,
+}
+
+impl ReadProbe {
+    /// A probe over `bytes` bytes (at least 8 KiB); every page is written here, so it is
+    /// resident from now on and the first pass is not a page-fault test.
+    pub fn new(bytes: usize) -> ReadProbe {
+        let n = (bytes / 8).max(1024);
+        // Distinct non-zero values so no page is shared copy-on-write zero memory.
+        ReadProbe {
+            data: (0..n as u64).collect(),
         }
     }
-    std::hint::black_box(sink.into_inner());
-    (n * 8) as f64 / best
+
+    /// Bytes the probe holds (and keeps resident).
+    pub fn bytes(&self) -> usize {
+        self.data.len() * 8
+    }
+
+    /// Read bandwidth in bytes per second with all of `pool`'s threads streaming disjoint
+    /// parts of the buffer: the best of `passes` passes.
+    pub fn measure(&self, pool: &ThreadPool, passes: usize) -> f64 {
+        let data = &self.data;
+        let mut best = f64::MAX;
+        let sink = std::sync::atomic::AtomicU64::new(0);
+        for _ in 0..passes.max(1) {
+            let start = Instant::now();
+            pool.run(|i, nt| {
+                let r = split_range(data.len(), nt, i, 64);
+                let s = sum_fast(&data[r]);
+                sink.fetch_add(s, std::sync::atomic::Ordering::Relaxed);
+            });
+            best = best.min(start.elapsed().as_secs_f64());
+        }
+        std::hint::black_box(sink.into_inner());
+        self.bytes() as f64 / best
+    }
 }
 
 #[cfg(test)]
@@ -105,7 +123,11 @@ mod tests {
         let v: Vec<u64> = (0..1000).collect();
         assert_eq!(sum_chunk(&v), 999 * 1000 / 2);
         assert_eq!(sum_fast(&v), 999 * 1000 / 2);
-        let bw = read_bandwidth(&ThreadPool::new(2), 1 << 20, 2);
-        assert!(bw.is_finite() && bw > 0.0);
+        let probe = ReadProbe::new(1 << 20);
+        assert_eq!(probe.bytes(), 1 << 20);
+        for threads in [1, 2] {
+            let bw = probe.measure(&ThreadPool::new(threads), 2);
+            assert!(bw.is_finite() && bw > 0.0);
+        }
     }
 }
