@@ -6,7 +6,10 @@ use crate::weights::WeightMap;
 use crate::{LlamaConfig, ModelError};
 use kiln_gguf::GgufFile;
 use kiln_kvcache::{BlockId, KvDtype, KvStore, DEFAULT_BLOCK_SIZE};
-use kiln_nn::{Attention, AttnSeq, Embedding, Linear, LinearInput, LinearSet, RmsNorm};
+use kiln_nn::glu::NamedWeight;
+use kiln_nn::{
+    Attention, AttnSeq, Embedding, GateUp, GateUpScratch, Linear, LinearInput, LinearSet, RmsNorm,
+};
 use kiln_tensor::ops::{self, Rope};
 use kiln_tensor::ThreadPool;
 use std::sync::Arc;
@@ -61,11 +64,12 @@ pub struct ForwardScratch {
     v: Vec<f32>,
     attn: Vec<f32>,
     proj: Vec<f32>,
-    gate: Vec<f32>,
-    up: Vec<f32>,
-    /// Output of stacked matmuls before it is split into q/k/v or gate/up.
+    /// Output of stacked matmuls before it is split into q/k/v.
     stack: Vec<f32>,
+    gate_up: GateUpScratch,
     input: LinearInput,
+    /// The down projection's input (SiLU·mul of gate and up).
+    ffn_input: LinearInput,
     /// Sees every matmul input of the layers when set (calibration); `None` costs nothing.
     observer: Option<Box<dyn MatmulObserver>>,
 }
@@ -76,8 +80,8 @@ struct Block {
     qkv: LinearSet,
     wo: Linear,
     ffn_norm: RmsNorm,
-    /// Gate and up (stacked likewise).
-    gate_up: LinearSet,
+    /// Gate and up, fused with the SiLU·mul where their weights pack for it.
+    gate_up: GateUp,
     w_down: Linear,
 }
 
@@ -179,6 +183,11 @@ impl Llama {
         let blocks = (0..c.n_layer)
             .map(|i| {
                 let n = |s: &str| format!("blk.{i}.{s}.weight");
+                let w_down = linear(&n("ffn_down"), c.n_ff as u64, d)?;
+                let ffn = |s: &str| -> Result<NamedWeight, ModelError> {
+                    let (bytes, ty) = w.get(&n(s), &[d, c.n_ff as u64])?;
+                    Ok((n(s), bytes, ty))
+                };
                 Ok(Block {
                     attn_norm: norm(&n("attn_norm"), d)?,
                     qkv: set(
@@ -192,12 +201,15 @@ impl Llama {
                     )?,
                     wo: linear(&n("attn_output"), q_dim, d)?,
                     ffn_norm: norm(&n("ffn_norm"), d)?,
-                    gate_up: set(
+                    gate_up: GateUp::new(
                         &format!("blk.{i}.ffn_gate_up"),
-                        &[(n("ffn_gate"), c.n_ff as u64), (n("ffn_up"), c.n_ff as u64)],
-                        d,
+                        ffn("ffn_gate")?,
+                        ffn("ffn_up")?,
+                        c.n_embd,
+                        c.n_ff,
+                        w_down.ty(),
                     )?,
-                    w_down: linear(&n("ffn_down"), c.n_ff as u64, d)?,
+                    w_down,
                 })
             })
             .collect::<Result<Vec<_>, ModelError>>()?;
@@ -366,8 +378,6 @@ impl Llama {
         s.v.resize(n * kvd, 0.0);
         s.attn.resize(n * qd, 0.0);
         s.proj.resize(n * d, 0.0);
-        s.gate.resize(n * c.n_ff, 0.0);
-        s.up.resize(n * c.n_ff, 0.0);
         let attn_seqs: Vec<AttnSeq<'_>> = seqs
             .iter()
             .map(|q| AttnSeq {
@@ -416,17 +426,17 @@ impl Llama {
             b.gate_up.forward(
                 pool,
                 &mut s.input,
-                &mut s.stack,
-                &mut [&mut s.gate, &mut s.up],
+                &mut s.gate_up,
+                &mut s.ffn_input,
+                b.w_down.ty(),
             )?;
-            let ff = c.n_ff;
-            s.input
-                .set_rows(n, ff, b.w_down.ty(), b.w_down.name(), |t, row| {
-                    let r = t * ff..(t + 1) * ff;
-                    ops::silu_mul(&s.gate[r.clone()], &s.up[r], row)
-                })?;
-            observe(&mut s.observer, [b.w_down.name()], s.input.rows(), ff);
-            b.w_down.forward(pool, &mut s.input, &mut s.proj)?;
+            observe(
+                &mut s.observer,
+                [b.w_down.name()],
+                s.ffn_input.rows(),
+                c.n_ff,
+            );
+            b.w_down.forward(pool, &mut s.ffn_input, &mut s.proj)?;
             ops::add_in_place(&mut s.x, &s.proj);
         }
         // Gather the rows that want logits, normalize them and project them in one matmul.

@@ -1,15 +1,17 @@
 //! kiln-nn: layers with no model knowledge — Linear (dense or quantized), Embedding, RMSNorm,
-//! grouped-query attention through KV block tables.
+//! SwiGLU gate/up, grouped-query attention through KV block tables.
 #![forbid(unsafe_code)]
 
 pub mod attention;
 pub mod embedding;
+pub mod glu;
 pub mod linear;
 pub mod norm;
 pub mod rt;
 
 pub use attention::{Attention, AttnSeq};
 pub use embedding::Embedding;
+pub use glu::{GateUp, GateUpScratch};
 pub use linear::{Linear, LinearInput, LinearSet};
 pub use norm::RmsNorm;
 

@@ -265,7 +265,29 @@ impl LinearInput {
         Ok(())
     }
 
-    fn for_type(&mut self, ty: QuantType) -> Result<&ActBuf, kiln_quant::QuantError> {
+    /// Replaces the input with `n_rows` rows of `cols` values that `produce` writes together
+    /// with their activations for weights of type `first` (for a producer that computes both
+    /// at once, such as the fused gate/up pass).
+    pub(crate) fn set_with(
+        &mut self,
+        n_rows: usize,
+        cols: usize,
+        first: QuantType,
+        produce: impl FnOnce(&mut [f32], &mut ActBuf) -> Result<(), kiln_quant::QuantError>,
+    ) -> Result<(), kiln_quant::QuantError> {
+        self.x.resize(n_rows * cols, 0.0);
+        self.cols = cols;
+        if self.prepared.is_empty() {
+            self.prepared.push((first, ActBuf::new()));
+        }
+        self.prepared[0].0 = first;
+        self.n_valid = 0;
+        produce(&mut self.x, &mut self.prepared[0].1)?;
+        self.n_valid = 1;
+        Ok(())
+    }
+
+    pub(crate) fn for_type(&mut self, ty: QuantType) -> Result<&ActBuf, kiln_quant::QuantError> {
         // Weight types that consume the same activation format (Q4_0 and Q8_0 both read
         // Q8_0) share one quantization of the input.
         let wanted = ActType::for_weight(ty);

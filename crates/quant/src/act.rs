@@ -180,7 +180,7 @@ impl ActBuf {
 
     /// Checks the shapes, sizes the buffer for `len / cols` rows of `weight_ty`'s activation
     /// format and returns the row quantizer of `choice`.
-    fn layout(
+    pub(crate) fn layout(
         &mut self,
         choice: KernelChoice,
         weight_ty: QuantType,
@@ -233,7 +233,7 @@ impl ActBuf {
     }
 
     /// For Q8_0 rows, the Σ of each block's quants (see `sums`).
-    fn compute_block_sums(&mut self) {
+    pub(crate) fn compute_block_sums(&mut self) {
         self.sums.clear();
         if self.ty != ActType::Q8_0 || self.stride == 0 {
             return;
@@ -291,6 +291,11 @@ impl ActBuf {
     /// All rows, `stride()` bytes apart.
     pub(crate) fn bytes(&self) -> &[u8] {
         bytemuck::cast_slice(&self.data[..])
+    }
+
+    /// All rows, mutable (for producers that write blocks in place after `layout`).
+    pub(crate) fn bytes_mut(&mut self) -> &mut [u8] {
+        bytemuck::cast_slice_mut(&mut self.data[..])
     }
 }
 

@@ -46,7 +46,7 @@ pub use common::nearest_int;
 pub use error::QuantError;
 pub use kiln_tensor::cpu::KernelChoice;
 pub use matmul::{matmul, matmul_with, QMatrix, ROW_CHUNK};
-pub use packed::{matmul_packed, PackedMatrix, GROUP_ROWS};
+pub use packed::{glu_fits, matmul_packed, matmul_packed_glu, PackedMatrix, GLU_UNIT, GROUP_ROWS};
 pub use q8_matvec::{q8_0_matvec, q8_0_matvec_with, q8_0_scratch_bytes};
 pub use quality::ErrorStats;
 pub use search::{clip_threshold, quantize_row_searched, SearchOptions};

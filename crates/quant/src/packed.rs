@@ -14,7 +14,7 @@
 //! Every output is `Σ_blocks (d_w · d_a) · isum` accumulated block by block in order (plus
 //! `m_w · s_a` for Q4_1), for one activation row or many, so decode and prefill agree exactly.
 
-use crate::act::ActBuf;
+use crate::act::{ActBuf, ActType};
 use crate::error::QuantError;
 use crate::matmul::QMatrix;
 use crate::q4_0::BlockQ4_0;
@@ -27,6 +27,10 @@ use std::mem::size_of;
 
 /// Weight rows per interleaved group (one 512-bit vector of f32 outputs).
 pub const GROUP_ROWS: usize = 16;
+
+/// Gate rows (and as many up rows) per unit of a [`PackedMatrix::pack_glu`] matrix: one
+/// 32-value activation block of `silu(gate) · up`.
+pub const GLU_UNIT: usize = 32;
 
 /// Elements per block of every packable type.
 const QK: usize = 32;
@@ -52,6 +56,8 @@ pub struct PackedMatrix {
     scale_bytes: usize,
     /// Bytes of one group (a multiple of 64).
     group_bytes: usize,
+    /// Packed by [`PackedMatrix::pack_glu`]: rows alternate [`GLU_UNIT`] gate and up rows.
+    glu: bool,
     data: Vec<Line>,
 }
 
@@ -111,6 +117,36 @@ impl PackedMatrix {
     /// when the parts differ in type or width (each part's rows a multiple of
     /// [`GROUP_ROWS`]). No plain copy of the stack is made.
     pub fn pack_stacked(choice: KernelChoice, parts: &[QMatrix]) -> Option<PackedMatrix> {
+        let rows = parts
+            .iter()
+            .flat_map(|w| (0..w.rows).map(move |r| w.row(r)));
+        Self::pack_rows(choice, parts, rows, false)
+    }
+
+    /// Packs a SwiGLU feed-forward's gate and up weights (one type, one shape) for
+    /// [`matmul_packed_glu`]: the packed rows alternate [`GLU_UNIT`] gate rows and the same
+    /// [`GLU_UNIT`] up rows, so each unit of the output yields one whole block of
+    /// `silu(gate) · up`. `None` as for [`PackedMatrix::pack`], or when the shapes differ or
+    /// the row count is not a multiple of [`GLU_UNIT`].
+    pub fn pack_glu(choice: KernelChoice, gate: &QMatrix, up: &QMatrix) -> Option<PackedMatrix> {
+        if gate.rows != up.rows || !gate.rows.is_multiple_of(GLU_UNIT) {
+            return None;
+        }
+        let rows = (0..gate.rows / GLU_UNIT).flat_map(|u| {
+            let unit = u * GLU_UNIT..(u + 1) * GLU_UNIT;
+            (unit.clone().map(|r| gate.row(r))).chain(unit.map(|r| up.row(r)))
+        });
+        Self::pack_rows(choice, &[*gate, *up], rows, true)
+    }
+
+    /// Packs `rows` (every row of `parts`, in the order given) as one matrix; see
+    /// [`PackedMatrix::pack_stacked`] for when that is `None`.
+    fn pack_rows<'a>(
+        choice: KernelChoice,
+        parts: &[QMatrix],
+        rows: impl Iterator<Item = &'a [u8]>,
+        glu: bool,
+    ) -> Option<PackedMatrix> {
         let first = parts.first()?;
         let (ty, cols) = (first.ty, first.cols);
         if !Self::supports(choice, ty)
@@ -124,33 +160,31 @@ impl PackedMatrix {
         {
             return None;
         }
-        let rows: usize = parts.iter().map(|w| w.rows).sum();
+        let n_rows: usize = parts.iter().map(|w| w.rows).sum();
         let nb = cols / QK;
         let scale_bytes = (nb * 32 * scale_arrays(ty)).div_ceil(64) * 64;
         let group_bytes = scale_bytes + nb * quant_bytes(ty);
-        let total = group_bytes.checked_mul(rows / GROUP_ROWS)?;
+        let total = group_bytes.checked_mul(n_rows / GROUP_ROWS)?;
         let mut data = vec![Line([0; 64]); total / 64];
         let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut data[..]);
-        let all_rows = parts
-            .iter()
-            .flat_map(|w| (0..w.rows).map(move |r| w.row(r)));
+        let mut rows = rows.peekable();
         let mut groups = bytes.chunks_exact_mut(group_bytes);
-        let mut rows_iter = all_rows.peekable();
-        while rows_iter.peek().is_some() {
+        while rows.peek().is_some() {
             let group = groups.next()?;
             let (scales, quants) = group.split_at_mut(scale_bytes);
             for j in 0..GROUP_ROWS {
-                let row = rows_iter.next()?;
+                let row = rows.next()?;
                 pack_row(ty, nb, row, j, scales, quants);
             }
         }
         Some(PackedMatrix {
             ty,
             choice,
-            rows,
+            rows: n_rows,
             cols,
             scale_bytes,
             group_bytes,
+            glu,
             data,
         })
     }
@@ -248,6 +282,196 @@ pub fn matmul_packed(
     run(pool, w, acts, out)
 }
 
+/// How a packed matmul splits `n` work units over `nth` threads: (units per chunk, chunks).
+/// Two contiguous chunks per thread: each is one long stream for the prefetchers, and a
+/// worker that joins late still leaves the caller only half the work to take over. Eight per
+/// thread cost single-token decode ~8% at 2 threads (shorter streams, more handoffs).
+fn chunking(n: usize, nth: usize) -> (usize, usize) {
+    let per_chunk = n.div_ceil(nth * CHUNKS_PER_THREAD).max(1);
+    (per_chunk, n.div_ceil(per_chunk))
+}
+
+/// For `w` packed by [`PackedMatrix::pack_glu`] (gate and up, `n_ff = w.rows() / 2` rows
+/// each): sets `dst` (`n_act × n_ff`) to `silu(gate · x) · (up · x)` for every activation row
+/// `x` of `acts`, with [`kiln_tensor::ops::silu_mul`]'s arithmetic, and `dst_acts` to `dst`
+/// quantized for weights of type `down_ty` (the bytes [`ActBuf::quantize`] gives). Each
+/// thread finishes its own 32-value blocks right after computing their dot products, while
+/// they are in L1, so the SiLU·mul and the quantization run in parallel instead of after the
+/// matmul. `scratch` receives the gate and up products (interleaved per unit). Fails if `w`
+/// is not a GLU packing or `down_ty`'s activation blocks do not divide [`GLU_UNIT`] (see
+/// [`glu_fits`]).
+pub fn matmul_packed_glu(
+    pool: &ThreadPool,
+    w: &PackedMatrix,
+    acts: &ActBuf,
+    scratch: &mut Vec<f32>,
+    down_ty: QuantType,
+    dst: &mut [f32],
+    dst_acts: &mut ActBuf,
+) -> Result<(), QuantError> {
+    crate::dispatch::check_choice(w.choice)?;
+    let n_act = acts.n_rows();
+    let n_ff = w.rows / 2;
+    if !w.glu || !glu_fits(down_ty) {
+        return Err(QuantError::Length {
+            ty: down_ty,
+            what: "fused gate/up (not a GLU packing, or activation blocks wider than 32)",
+            expected: GLU_UNIT,
+            got: ActType::for_weight(down_ty).block_size(),
+        });
+    }
+    let expected = n_act.checked_mul(n_ff).ok_or(QuantError::Overflow {
+        ty: w.ty,
+        rows: n_act,
+        cols: n_ff,
+    })?;
+    if dst.len() != expected {
+        return Err(QuantError::Output {
+            ty: w.ty,
+            act_rows: n_act,
+            weight_rows: n_ff,
+            got: dst.len(),
+        });
+    }
+    scratch.resize(n_act * w.rows, 0.0);
+    let quant = dst_acts.layout(w.choice, down_ty, dst.len(), n_ff)?;
+    if !crate::matmul::check_args(w.ty, w.rows, w.cols, acts, scratch)? {
+        dst_acts.compute_block_sums();
+        return Ok(());
+    }
+    let out = GluOut {
+        products: scratch.as_ptr(),
+        dst: dst.as_mut_ptr(),
+        acts: dst_acts.bytes_mut().as_mut_ptr(),
+        stride: dst_acts.stride(),
+        block_bytes: ActType::for_weight(down_ty).row_bytes(GLU_UNIT),
+        rows: w.rows,
+        n_ff,
+        n_act,
+        quant,
+    };
+    run_glu(pool, w, acts, scratch, &out)?;
+    dst_acts.compute_block_sums();
+    Ok(())
+}
+
+/// Whether [`matmul_packed_glu`] can prepare the input of a down projection of `down_ty`
+/// (its activation blocks must tile a [`GLU_UNIT`]-value block: not Q8_K).
+pub fn glu_fits(down_ty: QuantType) -> bool {
+    GLU_UNIT.is_multiple_of(ActType::for_weight(down_ty).block_size())
+}
+
+/// Where [`matmul_packed_glu`]'s threads finish their units.
+struct GluOut {
+    /// The matmul's output: per activation row, `rows` values, unit `u` at `u * 2 * GLU_UNIT`
+    /// (gate products, then up products).
+    products: *const f32,
+    /// `n_act × n_ff` values of `silu(gate) · up`.
+    dst: *mut f32,
+    /// The quantized rows, `stride` bytes apart; a unit's block at `u * block_bytes`.
+    acts: *mut u8,
+    stride: usize,
+    block_bytes: usize,
+    rows: usize,
+    n_ff: usize,
+    n_act: usize,
+    quant: crate::dispatch::ActQuantFn,
+}
+
+// SAFETY: shared read-only between pool threads; each thread reads and writes only the
+// elements of its own units.
+unsafe impl Sync for GluOut {}
+
+impl GluOut {
+    /// SiLU·mul and quantization of units `u0..u1` of every activation row.
+    ///
+    /// # Safety
+    /// The products of those units are computed and no other thread touches the units.
+    unsafe fn finish(&self, u0: usize, u1: usize) {
+        for t in 0..self.n_act {
+            for u in u0..u1 {
+                let at = t * self.rows + u * 2 * GLU_UNIT;
+                let gate = std::slice::from_raw_parts(self.products.add(at), GLU_UNIT);
+                let up = std::slice::from_raw_parts(self.products.add(at + GLU_UNIT), GLU_UNIT);
+                let d = std::slice::from_raw_parts_mut(
+                    self.dst.add(t * self.n_ff + u * GLU_UNIT),
+                    GLU_UNIT,
+                );
+                kiln_tensor::ops::silu_mul(gate, up, d);
+                let q = std::slice::from_raw_parts_mut(
+                    self.acts.add(t * self.stride + u * self.block_bytes),
+                    self.block_bytes,
+                );
+                (self.quant)(d, q);
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn run_glu(
+    pool: &ThreadPool,
+    w: &PackedMatrix,
+    acts: &ActBuf,
+    products: &mut [f32],
+    out: &GluOut,
+) -> Result<(), QuantError> {
+    use crate::x86::packed::{kernel, PackedJob};
+    let Some(kernel) = kernel(w.choice, w.ty) else {
+        return Err(QuantError::UnsupportedKernel { choice: w.choice });
+    };
+    let job = PackedJob {
+        nb: w.cols / QK,
+        weights: bytemuck::cast_slice(&w.data[..]),
+        group_bytes: w.group_bytes,
+        scale_bytes: w.scale_bytes,
+        acts: acts.bytes(),
+        act_stride: acts.stride(),
+        sums: acts.block_sums(),
+        n_act: acts.n_rows(),
+        rows: w.rows,
+        out: products.as_mut_ptr(),
+    };
+    // Groups per unit: the gate and up groups of GLU_UNIT rows each.
+    const UNIT_GROUPS: usize = 2 * GLU_UNIT / GROUP_ROWS;
+    let n_units = w.rows / (2 * GLU_UNIT);
+    let work = w.rows.saturating_mul(w.cols).saturating_mul(job.n_act);
+    let nth = pool.n_threads();
+    // SAFETY (both branches): `check_choice` passed for `w.choice`; `job` describes `w`,
+    // `acts` and `products` as `matmul_packed_glu` validated them, and `out` its outputs;
+    // every unit's products are computed before the same thread finishes that unit, and
+    // units are disjoint between chunks.
+    if nth <= 1 || work < PARALLEL_MIN_WORK || n_units == 1 {
+        unsafe {
+            kernel(&job, 0, n_units * UNIT_GROUPS);
+            out.finish(0, n_units);
+        }
+        return Ok(());
+    }
+    let (per_chunk, n_chunks) = chunking(n_units, nth);
+    pool.par_for(n_chunks, |c| {
+        let u0 = c * per_chunk;
+        let u1 = (u0 + per_chunk).min(n_units);
+        unsafe {
+            kernel(&job, u0 * UNIT_GROUPS, u1 * UNIT_GROUPS);
+            out.finish(u0, u1);
+        }
+    });
+    Ok(())
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn run_glu(
+    _pool: &ThreadPool,
+    w: &PackedMatrix,
+    _acts: &ActBuf,
+    _products: &mut [f32],
+    _out: &GluOut,
+) -> Result<(), QuantError> {
+    // `PackedMatrix::pack_glu` never succeeds off x86-64.
+    Err(QuantError::UnsupportedKernel { choice: w.choice })
+}
+
 #[cfg(target_arch = "x86_64")]
 fn run(
     pool: &ThreadPool,
@@ -280,11 +504,7 @@ fn run(
         unsafe { kernel(&job, 0, n_groups) };
         return Ok(());
     }
-    // Two contiguous chunks per thread: each is one long stream for the prefetchers, and a
-    // worker that joins late still leaves the caller only half the work to take over. Eight
-    // per thread cost single-token decode ~8% at 2 threads (shorter streams, more handoffs).
-    let per_chunk = n_groups.div_ceil(nth * CHUNKS_PER_THREAD).max(1);
-    let n_chunks = n_groups.div_ceil(per_chunk);
+    let (per_chunk, n_chunks) = chunking(n_groups, nth);
     pool.par_for(n_chunks, |c| {
         let g0 = c * per_chunk;
         let g1 = (g0 + per_chunk).min(n_groups);

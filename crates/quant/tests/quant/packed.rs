@@ -4,7 +4,8 @@
 
 use crate::common::{abs_dot, choices, dequant, quantize_matrix, Rng, Tol};
 use kiln_quant::{
-    matmul_packed, vec_dot, ActBuf, KernelChoice, PackedMatrix, QMatrix, QuantType, GROUP_ROWS,
+    matmul_packed, matmul_packed_glu, vec_dot, ActBuf, KernelChoice, PackedMatrix, QMatrix,
+    QuantType, GROUP_ROWS,
 };
 use kiln_tensor::ThreadPool;
 
@@ -189,6 +190,130 @@ fn stacked_parts_pack_like_one_matrix() {
             let d_bytes = quantize_matrix(ty, &rng.vec(17 * cols, 1.0), cols);
             let d = QMatrix::new(ty, 17, cols, &d_bytes).unwrap();
             assert!(PackedMatrix::pack_stacked(choice, &[a, d]).is_none());
+        }
+    }
+}
+
+#[test]
+fn fused_glu_matches_the_stacked_matmul_then_silu_mul_then_quantize() {
+    let mut rng = Rng::new(405);
+    let pools = [ThreadPool::new(1), ThreadPool::new(2), ThreadPool::new(3)];
+    let (n_ff, cols) = (96, 64);
+    for choice in choices() {
+        for ty in PACKABLE {
+            if !PackedMatrix::supports(choice, ty) {
+                continue;
+            }
+            let g_bytes = quantize_matrix(ty, &rng.vec(n_ff * cols, 0.5), cols);
+            let u_bytes = quantize_matrix(ty, &rng.vec(n_ff * cols, 0.5), cols);
+            let gate = QMatrix::new(ty, n_ff, cols, &g_bytes).unwrap();
+            let up = QMatrix::new(ty, n_ff, cols, &u_bytes).unwrap();
+            let stacked = PackedMatrix::pack_stacked(choice, &[gate, up]).unwrap();
+            let glu = PackedMatrix::pack_glu(choice, &gate, &up).unwrap();
+            assert_eq!(glu.rows(), 2 * n_ff);
+            // Units of 32 gate rows, then the same 32 up rows.
+            assert_eq!(glu.unpack_row(32), up.row(0));
+            assert_eq!(glu.unpack_row(64), gate.row(32));
+            for n_act in [1usize, 3, 6] {
+                let x = rng.vec(n_act * cols, 1.0);
+                let mut acts = ActBuf::new();
+                acts.quantize_with(choice, ty, &x, cols).unwrap();
+                for down in [
+                    QuantType::Q4_0,
+                    QuantType::Q4_1,
+                    QuantType::F32,
+                    QuantType::F16,
+                ] {
+                    // The separate path: one stacked matmul, SiLU·mul, then quantization.
+                    let mut both = vec![0.0; n_act * 2 * n_ff];
+                    matmul_packed(&pools[0], &stacked, &acts, &mut both).unwrap();
+                    let mut want = vec![0.0; n_act * n_ff];
+                    for t in 0..n_act {
+                        let row = &both[t * 2 * n_ff..][..2 * n_ff];
+                        let (g, u) = row.split_at(n_ff);
+                        kiln_tensor::ops::silu_mul(g, u, &mut want[t * n_ff..][..n_ff]);
+                    }
+                    let mut want_acts = ActBuf::new();
+                    want_acts.quantize_with(choice, down, &want, n_ff).unwrap();
+                    for pool in &pools {
+                        let (mut scratch, mut got) = (Vec::new(), vec![f32::NAN; n_act * n_ff]);
+                        let mut got_acts = ActBuf::new();
+                        matmul_packed_glu(
+                            pool,
+                            &glu,
+                            &acts,
+                            &mut scratch,
+                            down,
+                            &mut got,
+                            &mut got_acts,
+                        )
+                        .unwrap();
+                        let what = format!("{ty:?} {choice:?} rows {n_act} down {down:?}");
+                        assert_eq!(
+                            got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                            want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                            "{what}"
+                        );
+                        assert_eq!(got_acts.n_rows(), n_act, "{what}");
+                        for t in 0..n_act {
+                            assert_eq!(got_acts.row(t), want_acts.row(t), "{what} row {t}");
+                        }
+                        // The Q8_0 block sums the Q4_0 kernels read are those of `quantize`.
+                        if down == QuantType::Q4_0 {
+                            let w_down = quantize_matrix(down, &rng.vec(16 * n_ff, 0.5), n_ff);
+                            let w_down = QMatrix::new(down, 16, n_ff, &w_down).unwrap();
+                            let p_down = PackedMatrix::pack(choice, &w_down).unwrap();
+                            let mut y_got = vec![0.0; n_act * 16];
+                            let mut y_want = vec![0.0; n_act * 16];
+                            matmul_packed(pool, &p_down, &got_acts, &mut y_got).unwrap();
+                            matmul_packed(pool, &p_down, &want_acts, &mut y_want).unwrap();
+                            assert_eq!(y_got, y_want, "{what}");
+                        }
+                    }
+                }
+            }
+            // A plain packing, or a down type with 256-value activation blocks, is refused.
+            let x = rng.vec(cols, 1.0);
+            let mut acts = ActBuf::new();
+            acts.quantize_with(choice, ty, &x, cols).unwrap();
+            let (mut scratch, mut got, mut got_acts) = (Vec::new(), vec![0.0; n_ff], ActBuf::new());
+            let pool = &pools[1];
+            assert!(matmul_packed_glu(
+                pool,
+                &stacked,
+                &acts,
+                &mut scratch,
+                QuantType::Q4_0,
+                &mut got,
+                &mut got_acts
+            )
+            .is_err());
+            assert!(!kiln_quant::glu_fits(QuantType::Q6_K));
+            assert!(matmul_packed_glu(
+                pool,
+                &glu,
+                &acts,
+                &mut scratch,
+                QuantType::Q6_K,
+                &mut got,
+                &mut got_acts
+            )
+            .is_err());
+            // So is an output of the wrong size, and gate/up of different shapes.
+            let mut short = vec![0.0; n_ff - 1];
+            assert!(matmul_packed_glu(
+                pool,
+                &glu,
+                &acts,
+                &mut scratch,
+                QuantType::Q4_0,
+                &mut short,
+                &mut got_acts
+            )
+            .is_err());
+            let h_bytes = quantize_matrix(ty, &rng.vec(64 * cols, 0.5), cols);
+            let h = QMatrix::new(ty, 64, cols, &h_bytes).unwrap();
+            assert!(PackedMatrix::pack_glu(choice, &gate, &h).is_none());
         }
     }
 }
