@@ -173,6 +173,22 @@ impl Attention {
         Ok(())
     }
 
+    /// Asks the CPU to start loading the keys and values that `forward` will read for
+    /// `seqs` from this layer (their positions before `pos0`; the new ones are written just
+    /// before and are in cache), at most [`PREFETCH_MAX_BYTES`]. Called before the layer's
+    /// Q/K/V matmul, the loads overlap its weight stream instead of stalling attention's
+    /// strided row reads later.
+    pub fn prefetch(&self, kv: KvLayer<'_>, block_size: usize, seqs: &[AttnSeq<'_>]) {
+        match kv {
+            KvLayer::F16 { keys, values } => {
+                prefetch_blocks(keys, values, block_size, self.kv_dim(), seqs)
+            }
+            KvLayer::F32 { keys, values } => {
+                prefetch_blocks(keys, values, block_size, self.kv_dim(), seqs)
+            }
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn run<T: KvElem>(
         &self,
@@ -266,6 +282,36 @@ impl Attention {
                 }
             });
         });
+    }
+}
+
+/// Most bytes of keys and values [`Attention::prefetch`] requests per call (half of this
+/// machine class's L2; past it, about 1300 positions of SmolLM2, the first blocks are
+/// requested and the rest streams in as attention reads it).
+pub const PREFETCH_MAX_BYTES: usize = 1 << 20;
+
+fn prefetch_blocks<T>(
+    keys: &[T],
+    values: &[T],
+    block_size: usize,
+    kv_dim: usize,
+    seqs: &[AttnSeq<'_>],
+) {
+    let per_block = block_size * kv_dim;
+    let block_bytes = 2 * per_block * std::mem::size_of::<T>();
+    let mut budget = PREFETCH_MAX_BYTES;
+    for s in seqs {
+        for &b in s.blocks.iter().take(s.pos0.div_ceil(block_size)) {
+            if budget < block_bytes {
+                return;
+            }
+            budget -= block_bytes;
+            let r = b as usize * per_block..(b as usize + 1) * per_block;
+            if let (Some(k), Some(v)) = (keys.get(r.clone()), values.get(r)) {
+                ops::prefetch(k);
+                ops::prefetch(v);
+            }
+        }
     }
 }
 
