@@ -528,3 +528,42 @@ fn rt_bench_writes_the_example_and_reports_json() {
     let o = kiln(&["rt-bench", "--models", empty.to_str().unwrap()]);
     assert_clean_failure(&o, "no .json or .gguf");
 }
+
+#[test]
+fn rt_bench_times_one_layer_per_sample_or_per_block_with_the_same_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut checksums = Vec::new();
+    for block in ["1", "16"] {
+        let json = dir.path().join(format!("layer-{block}.json"));
+        let o = kiln(&[
+            "rt-bench",
+            "--layer",
+            "lstm",
+            "--in-size",
+            "3",
+            "--out-size",
+            "5",
+            "--seconds",
+            "0.01",
+            "--block",
+            block,
+            "--output",
+            json.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let line = stdout(&o);
+        checksums.push(
+            line.split("checksum ")
+                .nth(1)
+                .unwrap_or_default()
+                .to_string(),
+        );
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        assert_eq!(v["block"].as_u64(), Some(block.parse().unwrap()), "{v}");
+        assert!(v["ns_per_sample"].as_f64().unwrap() > 0.0, "{v}");
+    }
+    // 480 frames through a stateful layer: blocks of 16 give the per-sample outputs.
+    assert_eq!(checksums[0], checksums[1]);
+    let o = kiln(&["rt-bench", "--layer", "dense", "--block", "0"]);
+    assert_clean_failure(&o, "--block");
+}

@@ -1,7 +1,8 @@
 //! Proves the real-time forward path never allocates: a counting global allocator is installed
 //! and `forward`, `forward_block` and `reset` run on nets covering every layer type (dense,
 //! LSTM, GRU, Conv1D with dilation/groups/stride, Conv2D, ConvTranspose1D, BatchNorm 1-D/2-D,
-//! PReLU, every activation), with f32 and Q8_0 weights.
+//! PReLU, every activation), with f32 and Q8_0 weights; and that `forward_block`, which runs
+//! blocks of frames layer by layer, gives the bits of frame-by-frame `forward` on all of them.
 
 use kiln_models::rtnet::example::{pipeline, EXAMPLE_SEED};
 use kiln_models::rtnet::torch::{self, TorchLayer};
@@ -130,6 +131,38 @@ fn forward_never_allocates_for_any_layer_type() {
         assert!(kinds.contains(k), "no net covers {k}");
     }
     assert!(q8, "no Q8_0 matrix was exercised");
+}
+
+#[test]
+fn forward_block_gives_the_bits_of_frame_by_frame_forward() {
+    for (name, mut net) in nets() {
+        let (ni, no) = (net.in_size(), net.out_size());
+        // Not a multiple of the block length, and split over two calls as a host would.
+        let frames = 37;
+        let input: Vec<f32> = (0..frames * ni).map(|i| (i as f32 * 0.61).cos()).collect();
+        net.reset();
+        let mut want = Vec::with_capacity(frames * no);
+        for x in input.chunks_exact(ni) {
+            want.extend_from_slice(net.forward(x));
+        }
+        net.reset();
+        let mut got = vec![f32::NAN; frames * no];
+        let (first, rest) = got.split_at_mut(20 * no);
+        net.forward_block(&input[..20 * ni], first).unwrap();
+        net.forward_block(&input[20 * ni..], rest).unwrap();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got), bits(&want), "{name}");
+        assert_eq!(
+            bits(net.output()),
+            bits(&want[(frames - 1) * no..]),
+            "{name}"
+        );
+        // Whole frames only.
+        assert!(
+            net.forward_block(&input[..ni + 1], &mut got).is_err(),
+            "{name}"
+        );
+    }
 }
 
 /// The counter itself works: an allocation inside the closure is seen.

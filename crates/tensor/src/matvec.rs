@@ -217,6 +217,34 @@ mod x86 {
         super::packed_body::<true>(terms, init, y)
     }
 
+    #[target_feature(enable = "avx2,fma")]
+    pub fn matvec_packed_frames_avx2(
+        w: &[f32],
+        cols: usize,
+        rows: usize,
+        xs: &[f32],
+        bias: &[f32],
+        ys: &mut [f32],
+    ) {
+        super::frames_body(w, cols, rows, xs, ys, |t, y| {
+            super::packed_body::<true>(t, Some(bias), y)
+        })
+    }
+
+    #[target_feature(enable = "avx512f,fma")]
+    pub fn matvec_packed_frames_avx512(
+        w: &[f32],
+        cols: usize,
+        rows: usize,
+        xs: &[f32],
+        bias: &[f32],
+        ys: &mut [f32],
+    ) {
+        super::frames_body(w, cols, rows, xs, ys, |t, y| {
+            matvec_packed_avx512(t, Some(bias), y)
+        })
+    }
+
     /// [`super::packed_body`] in AVX-512 intrinsics: the edge panel loads through a lane
     /// mask, so a 4-row or 24-row matrix costs no scalar loops or copies (the
     /// auto-vectorized body spent most of a 4×4 product there); results go out through
@@ -379,6 +407,54 @@ fn packed(terms: &[Term], init: Option<&[f32]>, y: &mut [f32]) {
     )
 }
 
+/// [`matvec_packed_sum`] with one term, for consecutive frames: `ys[f] = bias + W·xs[f]`
+/// (`xs` holds frames of `cols` values, `ys` frames of `rows`; `bias` empty or `rows` long),
+/// every frame computed exactly as a single call would. The kernel is chosen once for all
+/// frames, so a small layer pays its dispatch per block instead of per frame.
+pub fn matvec_packed_frames(
+    w: &[f32],
+    cols: usize,
+    rows: usize,
+    xs: &[f32],
+    bias: &[f32],
+    ys: &mut [f32],
+) {
+    assert!(
+        cols > 0
+            && rows > 0
+            && (bias.is_empty() || bias.len() == rows)
+            && xs.len().is_multiple_of(cols)
+            && ys.len() == xs.len() / cols * rows
+            && w.len() >= packed_len(rows, cols),
+        "matvec_packed_frames: shapes do not fit"
+    );
+    dispatch!(
+        frames_body(w, cols, rows, xs, ys, |t, y| packed_body::<false>(
+            t,
+            Some(bias),
+            y
+        )),
+        x86::matvec_packed_frames_avx2,
+        x86::matvec_packed_frames_avx512,
+        (w, cols, rows, xs, bias, ys)
+    )
+}
+
+/// Runs `one(terms, y)` for every frame of `xs` / `ys`.
+#[inline(always)]
+fn frames_body(
+    w: &[f32],
+    cols: usize,
+    rows: usize,
+    xs: &[f32],
+    ys: &mut [f32],
+    mut one: impl FnMut(&[Term], &mut [f32]),
+) {
+    for (x, y) in xs.chunks_exact(cols).zip(ys.chunks_exact_mut(rows)) {
+        one(&[(w, x)], y);
+    }
+}
+
 /// The scalar reference of [`matvec`] (tests and benches compare against it).
 pub fn matvec_ref(w: &[f32], cols: usize, x: &[f32], y: &mut [f32]) {
     for (r, o) in y.iter_mut().enumerate() {
@@ -405,6 +481,31 @@ mod tests {
                 ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
             })
             .collect()
+    }
+
+    #[test]
+    fn packed_frames_give_the_bits_of_one_call_per_frame() {
+        for (rows, cols) in [(4, 4), (1, 24), (70, 33), (16, 16)] {
+            let w = seeded(rows * cols, 7);
+            let p = pack_cols(&w, rows, cols);
+            let n = 5;
+            let xs = seeded(n * cols, 8);
+            for bias in [Vec::new(), seeded(rows, 9)] {
+                let mut want = vec![0.0; n * rows];
+                for (x, y) in xs.chunks_exact(cols).zip(want.chunks_exact_mut(rows)) {
+                    matvec_packed_sum(&[(&p, x)], &bias, y);
+                }
+                let mut got = vec![f32::NAN; n * rows];
+                matvec_packed_frames(&p, cols, rows, &xs, &bias, &mut got);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got), bits(&want), "{rows}x{cols} bias {}", bias.len());
+            }
+        }
+        let r = std::panic::catch_unwind(|| {
+            let p = pack_cols(&[0.0; 16], 4, 4);
+            matvec_packed_frames(&p, 4, 4, &[0.0; 6], &[], &mut [0.0; 4]);
+        });
+        assert!(r.is_err(), "a partial frame must be refused");
     }
 
     type Kernel = fn(&[f32], usize, &[f32], &mut [f32]);

@@ -54,6 +54,9 @@ impl RtNetError {
     }
 }
 
+/// Frames `RtNet::forward_block` runs through one layer before the next.
+const BLOCK_FRAMES: usize = 16;
+
 /// A chain of real-time layers with preallocated frame buffers.
 #[derive(Debug, Clone)]
 pub struct RtNet {
@@ -62,7 +65,9 @@ pub struct RtNet {
     /// Each layer's (input, output) frame size, fixed at construction: `forward` reads them
     /// here instead of asking every layer's weights on every frame.
     sizes: Vec<(usize, usize)>,
-    /// Two halves of `width` values: layer `i` writes half `i % 2`.
+    /// Two halves of `width × BLOCK_FRAMES` values: `forward` has layer `i` write frame 0 of
+    /// half `i % 2`; `forward_block` runs up to `BLOCK_FRAMES` frames through each layer in
+    /// turn, alternating halves likewise.
     bufs: Vec<f32>,
     width: usize,
     /// Whether the last output frame is in the first half of `bufs`.
@@ -95,7 +100,7 @@ impl RtNet {
             layers,
             in_size,
             sizes,
-            bufs: vec![0.0; 2 * width],
+            bufs: vec![0.0; 2 * width * BLOCK_FRAMES],
             width,
             out_in_a: true,
         })
@@ -160,8 +165,7 @@ impl RtNet {
     /// Panics on a wrong frame length (use [`RtNet::try_forward`] for unchecked input).
     pub fn forward(&mut self, x: &[f32]) -> &[f32] {
         assert_eq!(x.len(), self.in_size, "RtNet::forward: frame length");
-        let w = self.width;
-        let (a, b) = self.bufs.split_at_mut(w);
+        let (a, b) = self.bufs.split_at_mut(self.width * BLOCK_FRAMES);
         let mut last_in_a = false;
         for (i, (layer, &(n_in, n_out))) in self.layers.iter_mut().zip(&self.sizes).enumerate() {
             if i == 0 {
@@ -182,10 +186,11 @@ impl RtNet {
     /// The output frame of the last `forward` (zeros before the first).
     pub fn output(&self) -> &[f32] {
         let n = self.out_size();
+        let half = self.width * BLOCK_FRAMES;
         if self.out_in_a {
             &self.bufs[..n]
         } else {
-            &self.bufs[self.width..self.width + n]
+            &self.bufs[half..half + n]
         }
     }
 
@@ -201,7 +206,9 @@ impl RtNet {
     }
 
     /// Runs consecutive frames: `input` holds `n` frames of `in_size()`, `output` `n` frames of
-    /// `out_size()`. Never allocates.
+    /// `out_size()`, each exactly as [`RtNet::forward`] computes it. Up to `BLOCK_FRAMES`
+    /// frames at a time go through one layer before the next ([`RtLayer::forward_frames`]),
+    /// so the per-layer dispatch is paid once per block, not per frame. Never allocates.
     pub fn forward_block(&mut self, input: &[f32], output: &mut [f32]) -> Result<(), RtNetError> {
         let (ni, no) = (self.in_size, self.out_size());
         if ni == 0 || !input.len().is_multiple_of(ni) || output.len() != input.len() / ni * no {
@@ -210,8 +217,31 @@ impl RtNet {
                 got: input.len(),
             });
         }
-        for (x, y) in input.chunks_exact(ni).zip(output.chunks_exact_mut(no)) {
-            y.copy_from_slice(self.forward(x));
+        let half = self.width * BLOCK_FRAMES;
+        let last = self.layers.len() - 1;
+        let blocks = input.chunks(ni * BLOCK_FRAMES);
+        for (xs, ys) in blocks.zip(output.chunks_mut(no * BLOCK_FRAMES)) {
+            let nf = xs.len() / ni;
+            let (a, b) = self.bufs.split_at_mut(half);
+            // Where layer `i`'s input is: `None` for the caller's frames, else half A or B.
+            let mut from_a: Option<bool> = None;
+            for (i, (layer, &(n_in, n_out))) in self.layers.iter_mut().zip(&self.sizes).enumerate()
+            {
+                let (src, spare): (&[f32], &mut [f32]) = match from_a {
+                    None => (xs, &mut a[..]),
+                    Some(true) => (&a[..nf * n_in], &mut b[..]),
+                    Some(false) => (&b[..nf * n_in], &mut a[..]),
+                };
+                if i == last {
+                    layer.forward_frames(src, ys);
+                } else {
+                    layer.forward_frames(src, &mut spare[..nf * n_out]);
+                    from_a = Some(from_a != Some(true));
+                }
+            }
+            // `output()` keeps returning the last frame, as after `forward`.
+            a[..no].copy_from_slice(&ys[(nf - 1) * no..]);
+            self.out_in_a = true;
         }
         Ok(())
     }

@@ -130,6 +130,10 @@ impl Dense {
     pub fn forward(&mut self, x: &[f32], y: &mut [f32]) {
         self.w.matvec_bias(x, &self.b, y);
     }
+    /// Consecutive frames (see [`crate::rt::RtLayer::forward_frames`]).
+    pub fn forward_frames(&mut self, xs: &[f32], ys: &mut [f32]) {
+        self.w.matvec_bias_frames(xs, &self.b, ys);
+    }
     pub fn memory_bytes(&self) -> usize {
         self.w.memory_bytes() + self.b.len() * 4
     }

@@ -354,6 +354,23 @@ impl RtMatrix {
         self.matvec_add(x, y);
     }
 
+    /// [`RtMatrix::matvec_bias`] for consecutive frames (`xs` frames of `cols` values, `ys`
+    /// frames of `out_len()`), each computed exactly as one call would; a packed matrix picks
+    /// its kernel once for the block.
+    pub fn matvec_bias_frames(&mut self, xs: &[f32], bias: &[f32], ys: &mut [f32]) {
+        let (cols, rows) = (self.cols, self.out_len());
+        assert!(
+            xs.len().is_multiple_of(cols) && ys.len() == xs.len() / cols * rows,
+            "RtMatrix: frame shapes"
+        );
+        if let Some(p) = self.whole_packed() {
+            return kiln_tensor::matvec::matvec_packed_frames(p, cols, rows, xs, bias, ys);
+        }
+        for (x, y) in xs.chunks_exact(cols).zip(ys.chunks_exact_mut(rows)) {
+            self.matvec_bias(x, bias, y);
+        }
+    }
+
     /// `y = bias + A·xa + B·xb` for two matrices of the same rows and output layout (an LSTM's
     /// input and recurrent weights): one pass and one store when both are packed.
     pub fn matvec2_bias(

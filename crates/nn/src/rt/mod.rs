@@ -47,6 +47,41 @@ pub(crate) fn check_len(what: &str, v: &[f32], n: usize) -> Result<(), RtError> 
     }
 }
 
+/// How a layer type runs a block of frames: dense layers in one kernel call, the others one
+/// frame at a time through their own (statically dispatched) `forward`.
+trait Frames {
+    fn frames(&mut self, xs: &[f32], ys: &mut [f32]);
+}
+
+macro_rules! frame_by_frame {
+    ($($t:ty),*) => {$(
+        impl Frames for $t {
+            fn frames(&mut self, xs: &[f32], ys: &mut [f32]) {
+                let (i, o) = (self.in_size(), self.out_size());
+                for (x, y) in xs.chunks_exact(i).zip(ys.chunks_exact_mut(o)) {
+                    self.forward(x, y);
+                }
+            }
+        }
+    )*};
+}
+frame_by_frame!(
+    Lstm,
+    Gru,
+    Conv1d,
+    Conv2d,
+    ConvTranspose1d,
+    BatchNorm,
+    PRelu,
+    ActivationLayer
+);
+
+impl Frames for Dense {
+    fn frames(&mut self, xs: &[f32], ys: &mut [f32]) {
+        self.forward_frames(xs, ys);
+    }
+}
+
 /// One layer of a sequential real-time net.
 #[derive(Debug, Clone)]
 pub enum RtLayer {
@@ -112,11 +147,29 @@ impl RtLayer {
     /// Panics if the lengths are wrong (the net checks them once when it is built).
     #[inline]
     pub fn forward(&mut self, x: &[f32], y: &mut [f32]) {
-        assert!(
-            x.len() == self.in_size() && y.len() == self.out_size(),
-            "RtLayer::forward: frame sizes"
-        );
-        each!(self, l => l.forward(x, y))
+        // One dispatch for the check and the call (a per-frame cost a 4×4 dense feels).
+        each!(self, l => {
+            assert!(
+                x.len() == l.in_size() && y.len() == l.out_size(),
+                "RtLayer::forward: frame sizes"
+            );
+            l.forward(x, y)
+        })
+    }
+
+    /// Consecutive frames: `xs` holds whole frames of `in_size()` values and `ys` as many of
+    /// `out_size()`; each is computed exactly as [`RtLayer::forward`] would, in order, with one
+    /// dispatch for the block (and, for a dense layer, one kernel choice). Never allocates.
+    /// Panics if the lengths are not whole, matching frames.
+    pub fn forward_frames(&mut self, xs: &[f32], ys: &mut [f32]) {
+        each!(self, l => {
+            let (i, o) = (l.in_size(), l.out_size());
+            assert!(
+                i > 0 && o > 0 && xs.len().is_multiple_of(i) && ys.len() == xs.len() / i * o,
+                "RtLayer::forward_frames: frame sizes"
+            );
+            l.frames(xs, ys)
+        })
     }
 
     /// Heap bytes the layer holds (weights, state, scratch).
