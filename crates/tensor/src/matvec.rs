@@ -220,13 +220,13 @@ mod x86 {
     #[target_feature(enable = "avx2,fma")]
     pub fn matvec_packed_frames_avx2(
         w: &[f32],
-        cols: usize,
-        rows: usize,
+        shape: (usize, usize),
         xs: &[f32],
+        step: usize,
         bias: &[f32],
         ys: &mut [f32],
     ) {
-        super::frames_body(w, cols, rows, xs, ys, |t, y| {
+        super::frames_body(w, shape, xs, step, ys, |t, y| {
             super::packed_body::<true>(t, Some(bias), y)
         })
     }
@@ -234,13 +234,13 @@ mod x86 {
     #[target_feature(enable = "avx512f,fma")]
     pub fn matvec_packed_frames_avx512(
         w: &[f32],
-        cols: usize,
-        rows: usize,
+        shape: (usize, usize),
         xs: &[f32],
+        step: usize,
         bias: &[f32],
         ys: &mut [f32],
     ) {
-        super::frames_body(w, cols, rows, xs, ys, |t, y| {
+        super::frames_body(w, shape, xs, step, ys, |t, y| {
             matvec_packed_avx512(t, Some(bias), y)
         })
     }
@@ -407,51 +407,54 @@ fn packed(terms: &[Term], init: Option<&[f32]>, y: &mut [f32]) {
     )
 }
 
-/// [`matvec_packed_sum`] with one term, for consecutive frames: `ys[f] = bias + W·xs[f]`
-/// (`xs` holds frames of `cols` values, `ys` frames of `rows`; `bias` empty or `rows` long),
-/// every frame computed exactly as a single call would. The kernel is chosen once for all
-/// frames, so a small layer pays its dispatch per block instead of per frame.
+/// [`matvec_packed_sum`] with one term, for consecutive frames: `ys[f] = bias + W·x_f` with
+/// `x_f = xs[f·step .. f·step + cols]` (`step == cols` for frames back to back; smaller for
+/// the overlapping windows of a convolution), `ys` frames of `rows`, `bias` empty or `rows`
+/// long. Every frame is computed exactly as a single call would; the kernel is chosen once
+/// for all frames, so a small layer pays its dispatch per block instead of per frame.
 pub fn matvec_packed_frames(
     w: &[f32],
-    cols: usize,
-    rows: usize,
+    (cols, rows): (usize, usize),
     xs: &[f32],
+    step: usize,
     bias: &[f32],
     ys: &mut [f32],
 ) {
+    let n = ys.len().checked_div(rows).unwrap_or(0);
     assert!(
         cols > 0
             && rows > 0
+            && step > 0
             && (bias.is_empty() || bias.len() == rows)
-            && xs.len().is_multiple_of(cols)
-            && ys.len() == xs.len() / cols * rows
+            && ys.len() == n * rows
+            && (n == 0 || xs.len() >= (n - 1) * step + cols)
             && w.len() >= packed_len(rows, cols),
         "matvec_packed_frames: shapes do not fit"
     );
     dispatch!(
-        frames_body(w, cols, rows, xs, ys, |t, y| packed_body::<false>(
+        frames_body(w, (cols, rows), xs, step, ys, |t, y| packed_body::<false>(
             t,
             Some(bias),
             y
         )),
         x86::matvec_packed_frames_avx2,
         x86::matvec_packed_frames_avx512,
-        (w, cols, rows, xs, bias, ys)
+        (w, (cols, rows), xs, step, bias, ys)
     )
 }
 
-/// Runs `one(terms, y)` for every frame of `xs` / `ys`.
+/// Runs `one(terms, y)` for every frame (see [`matvec_packed_frames`]).
 #[inline(always)]
 fn frames_body(
     w: &[f32],
-    cols: usize,
-    rows: usize,
+    (cols, rows): (usize, usize),
     xs: &[f32],
+    step: usize,
     ys: &mut [f32],
     mut one: impl FnMut(&[Term], &mut [f32]),
 ) {
-    for (x, y) in xs.chunks_exact(cols).zip(ys.chunks_exact_mut(rows)) {
-        one(&[(w, x)], y);
+    for (f, y) in ys.chunks_exact_mut(rows).enumerate() {
+        one(&[(w, &xs[f * step..f * step + cols])], y);
     }
 }
 
@@ -490,20 +493,35 @@ mod tests {
             let p = pack_cols(&w, rows, cols);
             let n = 5;
             let xs = seeded(n * cols, 8);
-            for bias in [Vec::new(), seeded(rows, 9)] {
-                let mut want = vec![0.0; n * rows];
-                for (x, y) in xs.chunks_exact(cols).zip(want.chunks_exact_mut(rows)) {
-                    matvec_packed_sum(&[(&p, x)], &bias, y);
+            // Frames back to back, and overlapping windows one third of a frame apart.
+            for (bias, step) in [
+                (Vec::new(), cols),
+                (seeded(rows, 9), cols),
+                (seeded(rows, 9), cols.div_ceil(3)),
+            ] {
+                let m = if step == cols {
+                    n
+                } else {
+                    (xs.len() - cols) / step + 1
+                };
+                let mut want = vec![0.0; m * rows];
+                for (f, y) in want.chunks_exact_mut(rows).enumerate() {
+                    matvec_packed_sum(&[(&p, &xs[f * step..f * step + cols])], &bias, y);
                 }
-                let mut got = vec![f32::NAN; n * rows];
-                matvec_packed_frames(&p, cols, rows, &xs, &bias, &mut got);
+                let mut got = vec![f32::NAN; m * rows];
+                matvec_packed_frames(&p, (cols, rows), &xs, step, &bias, &mut got);
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                assert_eq!(bits(&got), bits(&want), "{rows}x{cols} bias {}", bias.len());
+                assert_eq!(
+                    bits(&got),
+                    bits(&want),
+                    "{rows}x{cols} bias {} step {step}",
+                    bias.len()
+                );
             }
         }
         let r = std::panic::catch_unwind(|| {
             let p = pack_cols(&[0.0; 16], 4, 4);
-            matvec_packed_frames(&p, 4, 4, &[0.0; 6], &[], &mut [0.0; 4]);
+            matvec_packed_frames(&p, (4, 4), &[0.0; 6], 4, &[], &mut [0.0; 8]);
         });
         assert!(r.is_err(), "a partial frame must be refused");
     }

@@ -132,7 +132,8 @@ impl Dense {
     }
     /// Consecutive frames (see [`crate::rt::RtLayer::forward_frames`]).
     pub fn forward_frames(&mut self, xs: &[f32], ys: &mut [f32]) {
-        self.w.matvec_bias_frames(xs, &self.b, ys);
+        let step = self.w.cols();
+        self.w.matvec_bias_frames(xs, step, &self.b, ys);
     }
     pub fn memory_bytes(&self) -> usize {
         self.w.memory_bytes() + self.b.len() * 4

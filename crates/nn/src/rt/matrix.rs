@@ -354,20 +354,22 @@ impl RtMatrix {
         self.matvec_add(x, y);
     }
 
-    /// [`RtMatrix::matvec_bias`] for consecutive frames (`xs` frames of `cols` values, `ys`
-    /// frames of `out_len()`), each computed exactly as one call would; a packed matrix picks
-    /// its kernel once for the block.
-    pub fn matvec_bias_frames(&mut self, xs: &[f32], bias: &[f32], ys: &mut [f32]) {
+    /// [`RtMatrix::matvec_bias`] for consecutive frames: frame `f` reads
+    /// `xs[f·step .. f·step + cols]` (`step == cols` for frames back to back, less for a
+    /// convolution's overlapping windows) and writes frame `f` of `ys` (`out_len()` values
+    /// each), exactly as one call would; a packed matrix picks its kernel once for the block.
+    pub fn matvec_bias_frames(&mut self, xs: &[f32], step: usize, bias: &[f32], ys: &mut [f32]) {
         let (cols, rows) = (self.cols, self.out_len());
+        let n = ys.len() / rows.max(1);
         assert!(
-            xs.len().is_multiple_of(cols) && ys.len() == xs.len() / cols * rows,
+            step > 0 && ys.len() == n * rows && (n == 0 || xs.len() >= (n - 1) * step + cols),
             "RtMatrix: frame shapes"
         );
         if let Some(p) = self.whole_packed() {
-            return kiln_tensor::matvec::matvec_packed_frames(p, cols, rows, xs, bias, ys);
+            return kiln_tensor::matvec::matvec_packed_frames(p, (cols, rows), xs, step, bias, ys);
         }
-        for (x, y) in xs.chunks_exact(cols).zip(ys.chunks_exact_mut(rows)) {
-            self.matvec_bias(x, bias, y);
+        for (f, y) in ys.chunks_exact_mut(rows).enumerate() {
+            self.matvec_bias(&xs[f * step..f * step + cols], bias, y);
         }
     }
 
@@ -397,6 +399,12 @@ impl RtMatrix {
         }
         a.matvec_bias(xa, bias, y);
         b.matvec_add(xb, y);
+    }
+
+    /// Whether the matrix is packed as one segment (the layout `matvec_bias_frames` runs in
+    /// one kernel call).
+    pub fn is_packed_whole(&self) -> bool {
+        self.whole_packed().is_some()
     }
 
     /// The packed weights when the matrix is packed as one segment.

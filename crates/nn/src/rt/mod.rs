@@ -47,8 +47,9 @@ pub(crate) fn check_len(what: &str, v: &[f32], n: usize) -> Result<(), RtError> 
     }
 }
 
-/// How a layer type runs a block of frames: dense layers in one kernel call, the others one
-/// frame at a time through their own (statically dispatched) `forward`.
+/// How a layer type runs a block of frames: dense and (ungrouped, unstrided) conv1d layers in
+/// one kernel call, the others one frame at a time through their own (statically dispatched)
+/// `forward`.
 trait Frames {
     fn frames(&mut self, xs: &[f32], ys: &mut [f32]);
 }
@@ -68,13 +69,18 @@ macro_rules! frame_by_frame {
 frame_by_frame!(
     Lstm,
     Gru,
-    Conv1d,
     Conv2d,
     ConvTranspose1d,
     BatchNorm,
     PRelu,
     ActivationLayer
 );
+
+impl Frames for Conv1d {
+    fn frames(&mut self, xs: &[f32], ys: &mut [f32]) {
+        self.forward_frames(xs, ys);
+    }
+}
 
 impl Frames for Dense {
     fn frames(&mut self, xs: &[f32], ys: &mut [f32]) {
