@@ -247,22 +247,13 @@ impl LinearInput {
         what: &str,
         fill: impl FnMut(usize, &mut [f32]),
     ) -> Result<(), NnError> {
-        self.x.resize(n_rows * cols, 0.0);
-        self.cols = cols;
-        if self.prepared.is_empty() {
-            self.prepared.push((first, ActBuf::new()));
-        }
-        self.prepared[0].0 = first;
-        self.n_valid = 0;
-        self.prepared[0]
-            .1
-            .prepare_and_quantize(first, &mut self.x, cols, fill)
-            .map_err(|source| NnError::Quant {
-                layer: what.to_owned(),
-                source,
-            })?;
-        self.n_valid = 1;
-        Ok(())
+        self.set_with(n_rows, cols, first, |x, acts| {
+            acts.prepare_and_quantize(first, x, cols, fill)
+        })
+        .map_err(|source| NnError::Quant {
+            layer: what.to_owned(),
+            source,
+        })
     }
 
     /// Replaces the input with `n_rows` rows of `cols` values that `produce` writes together

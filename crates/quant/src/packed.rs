@@ -408,19 +408,24 @@ impl GluOut {
     }
 }
 
+/// The packed kernel for `w` and the job describing `w`, `acts` and `out` (checked by the
+/// callers).
 #[cfg(target_arch = "x86_64")]
-fn run_glu(
-    pool: &ThreadPool,
-    w: &PackedMatrix,
-    acts: &ActBuf,
-    products: &mut [f32],
-    out: &GluOut,
-) -> Result<(), QuantError> {
-    use crate::x86::packed::{kernel, PackedJob};
-    let Some(kernel) = kernel(w.choice, w.ty) else {
+fn kernel_job<'a>(
+    w: &'a PackedMatrix,
+    acts: &'a ActBuf,
+    out: &mut [f32],
+) -> Result<
+    (
+        crate::x86::packed::PackedFn,
+        crate::x86::packed::PackedJob<'a>,
+    ),
+    QuantError,
+> {
+    let Some(kernel) = crate::x86::packed::kernel(w.choice, w.ty) else {
         return Err(QuantError::UnsupportedKernel { choice: w.choice });
     };
-    let job = PackedJob {
+    let job = crate::x86::packed::PackedJob {
         nb: w.cols / QK,
         weights: bytemuck::cast_slice(&w.data[..]),
         group_bytes: w.group_bytes,
@@ -430,8 +435,20 @@ fn run_glu(
         sums: acts.block_sums(),
         n_act: acts.n_rows(),
         rows: w.rows,
-        out: products.as_mut_ptr(),
+        out: out.as_mut_ptr(),
     };
+    Ok((kernel, job))
+}
+
+#[cfg(target_arch = "x86_64")]
+fn run_glu(
+    pool: &ThreadPool,
+    w: &PackedMatrix,
+    acts: &ActBuf,
+    products: &mut [f32],
+    out: &GluOut,
+) -> Result<(), QuantError> {
+    let (kernel, job) = kernel_job(w, acts, products)?;
     // Groups per unit: the gate and up groups of GLU_UNIT rows each.
     const UNIT_GROUPS: usize = 2 * GLU_UNIT / GROUP_ROWS;
     let n_units = w.rows / (2 * GLU_UNIT);
@@ -479,23 +496,8 @@ fn run(
     acts: &ActBuf,
     out: &mut [f32],
 ) -> Result<(), QuantError> {
-    use crate::x86::packed::{kernel, PackedJob};
-    let Some(kernel) = kernel(w.choice, w.ty) else {
-        return Err(QuantError::UnsupportedKernel { choice: w.choice });
-    };
+    let (kernel, job) = kernel_job(w, acts, out)?;
     let n_groups = w.rows / GROUP_ROWS;
-    let job = PackedJob {
-        nb: w.cols / QK,
-        weights: bytemuck::cast_slice(&w.data[..]),
-        group_bytes: w.group_bytes,
-        scale_bytes: w.scale_bytes,
-        acts: acts.bytes(),
-        act_stride: acts.stride(),
-        sums: acts.block_sums(),
-        n_act: acts.n_rows(),
-        rows: w.rows,
-        out: out.as_mut_ptr(),
-    };
     let work = w.rows.saturating_mul(w.cols).saturating_mul(job.n_act);
     let nth = pool.n_threads();
     if nth <= 1 || work < PARALLEL_MIN_WORK || n_groups == 1 {
