@@ -240,9 +240,61 @@ mod x86 {
         bias: &[f32],
         ys: &mut [f32],
     ) {
+        let (cols, rows) = shape;
+        if rows <= 16 && cols <= FRAME_COLS {
+            // SAFETY: `matvec_packed_frames` checked that `w` holds the one 16-row panel of
+            // `cols` columns, that every frame's input and output lie in `xs` and `ys`, and
+            // that `bias` is empty or `rows` long.
+            return unsafe { frames_one_panel(w, shape, xs, step, bias, ys) };
+        }
         super::frames_body(w, shape, xs, step, ys, |t, y| {
             matvec_packed_avx512(t, Some(bias), y)
         })
+    }
+
+    /// Widest matrix whose columns [`frames_one_panel`] loads once per block.
+    const FRAME_COLS: usize = 32;
+
+    /// [`super::matvec_packed_frames`] for one panel (at most 16 rows, at most `FRAME_COLS`
+    /// columns): the bias and the weight columns are loaded once for the block, and each
+    /// frame is its FMAs and one store — the FMAs of `block::<1, 4>` in the same order, so
+    /// every frame has the bits of a single call.
+    #[target_feature(enable = "avx512f,fma")]
+    unsafe fn frames_one_panel(
+        w: &[f32],
+        (cols, rows): (usize, usize),
+        xs: &[f32],
+        step: usize,
+        bias: &[f32],
+        ys: &mut [f32],
+    ) {
+        use std::arch::x86_64::*;
+        let zero = _mm512_setzero_ps();
+        let start = if bias.is_empty() {
+            zero
+        } else {
+            _mm512_maskz_loadu_ps(mask(0, rows), bias.as_ptr())
+        };
+        let mut wc = [zero; FRAME_COLS];
+        for (j, c) in wc.iter_mut().enumerate().take(cols) {
+            *c = _mm512_loadu_ps(w.as_ptr().add(j * 16));
+        }
+        for (f, y) in ys.chunks_exact_mut(rows).enumerate() {
+            let x = xs.as_ptr().add(f * step);
+            let mut acc = [start, zero, zero, zero];
+            let mut i = 0;
+            while i + 4 <= cols {
+                for (s, a) in acc.iter_mut().enumerate() {
+                    *a = _mm512_fmadd_ps(wc[i + s], _mm512_set1_ps(*x.add(i + s)), *a);
+                }
+                i += 4;
+            }
+            for (s, a) in acc.iter_mut().enumerate().take(cols - i) {
+                *a = _mm512_fmadd_ps(wc[i + s], _mm512_set1_ps(*x.add(i + s)), *a);
+            }
+            let sum = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), acc[2]), acc[3]);
+            crate::simd512::store_first(y.as_mut_ptr(), sum, rows);
+        }
     }
 
     /// [`super::packed_body`] in AVX-512 intrinsics: the edge panel loads through a lane
