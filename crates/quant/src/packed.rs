@@ -279,7 +279,7 @@ pub fn matmul_packed(
     if !crate::matmul::check_args(w.ty, w.rows, w.cols, acts, out)? {
         return Ok(());
     }
-    run(pool, w, acts, out)
+    run(pool, w, acts, out, 1, |_, _, _| {})
 }
 
 /// How a packed matmul splits `n` work units over `nth` threads: (units per chunk, chunks).
@@ -340,7 +340,6 @@ pub fn matmul_packed_glu(
         return Ok(());
     }
     let out = GluOut {
-        products: scratch.as_ptr(),
         dst: dst.as_mut_ptr(),
         acts: dst_acts.bytes_mut().as_mut_ptr(),
         stride: dst_acts.stride(),
@@ -350,7 +349,13 @@ pub fn matmul_packed_glu(
         n_act,
         quant,
     };
-    run_glu(pool, w, acts, scratch, &out)?;
+    // Groups per unit: the gate and up groups of GLU_UNIT rows each.
+    let unit_groups = 2 * GLU_UNIT / GROUP_ROWS;
+    run(pool, w, acts, scratch, unit_groups, |products, u0, u1| {
+        // SAFETY: `run` calls this on the thread that just computed units `u0..u1` into
+        // `products`, and no other thread touches those units.
+        unsafe { out.finish(products, u0, u1) }
+    })?;
     dst_acts.compute_block_sums();
     Ok(())
 }
@@ -363,9 +368,6 @@ pub fn glu_fits(down_ty: QuantType) -> bool {
 
 /// Where [`matmul_packed_glu`]'s threads finish their units.
 struct GluOut {
-    /// The matmul's output: per activation row, `rows` values, unit `u` at `u * 2 * GLU_UNIT`
-    /// (gate products, then up products).
-    products: *const f32,
     /// `n_act × n_ff` values of `silu(gate) · up`.
     dst: *mut f32,
     /// The quantized rows, `stride` bytes apart; a unit's block at `u * block_bytes`.
@@ -383,16 +385,18 @@ struct GluOut {
 unsafe impl Sync for GluOut {}
 
 impl GluOut {
-    /// SiLU·mul and quantization of units `u0..u1` of every activation row.
+    /// SiLU·mul and quantization of units `u0..u1` of every activation row; `products` is the
+    /// matmul's output (per activation row `rows` values, unit `u` at `u * 2 * GLU_UNIT`: gate
+    /// products, then up products).
     ///
     /// # Safety
     /// The products of those units are computed and no other thread touches the units.
-    unsafe fn finish(&self, u0: usize, u1: usize) {
+    unsafe fn finish(&self, products: *const f32, u0: usize, u1: usize) {
         for t in 0..self.n_act {
             for u in u0..u1 {
                 let at = t * self.rows + u * 2 * GLU_UNIT;
-                let gate = std::slice::from_raw_parts(self.products.add(at), GLU_UNIT);
-                let up = std::slice::from_raw_parts(self.products.add(at + GLU_UNIT), GLU_UNIT);
+                let gate = std::slice::from_raw_parts(products.add(at), GLU_UNIT);
+                let up = std::slice::from_raw_parts(products.add(at + GLU_UNIT), GLU_UNIT);
                 let d = std::slice::from_raw_parts_mut(
                     self.dst.add(t * self.n_ff + u * GLU_UNIT),
                     GLU_UNIT,
@@ -440,78 +444,37 @@ fn kernel_job<'a>(
     Ok((kernel, job))
 }
 
-#[cfg(target_arch = "x86_64")]
-fn run_glu(
-    pool: &ThreadPool,
-    w: &PackedMatrix,
-    acts: &ActBuf,
-    products: &mut [f32],
-    out: &GluOut,
-) -> Result<(), QuantError> {
-    let (kernel, job) = kernel_job(w, acts, products)?;
-    // Groups per unit: the gate and up groups of GLU_UNIT rows each.
-    const UNIT_GROUPS: usize = 2 * GLU_UNIT / GROUP_ROWS;
-    let n_units = w.rows / (2 * GLU_UNIT);
-    let work = w.rows.saturating_mul(w.cols).saturating_mul(job.n_act);
-    let nth = pool.n_threads();
-    // SAFETY (both branches): `check_choice` passed for `w.choice`; `job` describes `w`,
-    // `acts` and `products` as `matmul_packed_glu` validated them, and `out` its outputs;
-    // every unit's products are computed before the same thread finishes that unit, and
-    // units are disjoint between chunks.
-    if nth <= 1 || work < PARALLEL_MIN_WORK || n_units == 1 {
-        unsafe {
-            kernel(&job, 0, n_units * UNIT_GROUPS);
-            out.finish(0, n_units);
-        }
-        return Ok(());
-    }
-    let (per_chunk, n_chunks) = chunking(n_units, nth);
-    pool.par_for(n_chunks, |c| {
-        let u0 = c * per_chunk;
-        let u1 = (u0 + per_chunk).min(n_units);
-        unsafe {
-            kernel(&job, u0 * UNIT_GROUPS, u1 * UNIT_GROUPS);
-            out.finish(u0, u1);
-        }
-    });
-    Ok(())
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn run_glu(
-    _pool: &ThreadPool,
-    w: &PackedMatrix,
-    _acts: &ActBuf,
-    _products: &mut [f32],
-    _out: &GluOut,
-) -> Result<(), QuantError> {
-    // `PackedMatrix::pack_glu` never succeeds off x86-64.
-    Err(QuantError::UnsupportedKernel { choice: w.choice })
-}
-
+/// Runs `w`'s kernel into `out` over the pool in units of `unit_groups` groups (contiguous
+/// chunks, see `chunking`), and on the same thread, right after units `u0..u1` are computed,
+/// calls `after(out, u0, u1)` (the fused GLU finishes its blocks there while they are in L1).
 #[cfg(target_arch = "x86_64")]
 fn run(
     pool: &ThreadPool,
     w: &PackedMatrix,
     acts: &ActBuf,
     out: &mut [f32],
+    unit_groups: usize,
+    after: impl Fn(*const f32, usize, usize) + Sync,
 ) -> Result<(), QuantError> {
     let (kernel, job) = kernel_job(w, acts, out)?;
-    let n_groups = w.rows / GROUP_ROWS;
+    let n_units = w.rows / GROUP_ROWS / unit_groups;
     let work = w.rows.saturating_mul(w.cols).saturating_mul(job.n_act);
     let nth = pool.n_threads();
-    if nth <= 1 || work < PARALLEL_MIN_WORK || n_groups == 1 {
-        // SAFETY: `check_choice` passed for `w.choice`, and `job` describes `w`, `acts` and
-        // `out` as `matmul_packed` validated them.
-        unsafe { kernel(&job, 0, n_groups) };
+    let units = |u0: usize, u1: usize| {
+        // SAFETY: `check_choice` passed for `w.choice`; `job` describes `w`, `acts` and `out`
+        // as the callers validated them; units cover disjoint groups, so threads write
+        // disjoint outputs.
+        unsafe { kernel(&job, u0 * unit_groups, u1 * unit_groups) };
+        after(job.out, u0, u1);
+    };
+    if nth <= 1 || work < PARALLEL_MIN_WORK || n_units == 1 {
+        units(0, n_units);
         return Ok(());
     }
-    let (per_chunk, n_chunks) = chunking(n_groups, nth);
+    let (per_chunk, n_chunks) = chunking(n_units, nth);
     pool.par_for(n_chunks, |c| {
-        let g0 = c * per_chunk;
-        let g1 = (g0 + per_chunk).min(n_groups);
-        // SAFETY: as above; chunks cover disjoint groups, so threads write disjoint outputs.
-        unsafe { kernel(&job, g0, g1) };
+        let u0 = c * per_chunk;
+        units(u0, (u0 + per_chunk).min(n_units));
     });
     Ok(())
 }
@@ -522,7 +485,9 @@ fn run(
     w: &PackedMatrix,
     _acts: &ActBuf,
     _out: &mut [f32],
+    _unit_groups: usize,
+    _after: impl Fn(*const f32, usize, usize) + Sync,
 ) -> Result<(), QuantError> {
-    // `PackedMatrix::pack` never succeeds off x86-64.
+    // `PackedMatrix::pack*` never succeeds off x86-64.
     Err(QuantError::UnsupportedKernel { choice: w.choice })
 }

@@ -323,9 +323,6 @@ impl Conv2d {
         self.hist.fill(0.0);
         self.pos = 0;
     }
-    // Out of line: inlined into `RtLayer::forward`'s dispatch it gave every layer's frame
-    // call its large stack frame and register saves.
-    #[inline(never)]
     pub fn forward(&mut self, x: &[f32], y: &mut [f32]) {
         let c = self.cfg;
         let frame = c.features_in * c.ch_in;
@@ -454,8 +451,6 @@ impl ConvTranspose1d {
         self.acc.fill(0.0);
         self.base = 0;
     }
-    // Out of line, as `Conv2d::forward`.
-    #[inline(never)]
     pub fn forward(&mut self, x: &[f32], y: &mut [f32]) {
         let c = self.cfg;
         let o = c.out_ch;
