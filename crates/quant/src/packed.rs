@@ -37,8 +37,12 @@ const QK: usize = 32;
 
 /// Below this many multiply-adds a packed matmul runs on the calling thread only.
 const PARALLEL_MIN_WORK: usize = 1 << 15;
-/// Work items per pool thread in one packed matmul (see `run`).
-const CHUNKS_PER_THREAD: usize = 2;
+/// The smallest piece of a packed matmul a pool thread claims is its share over this: each
+/// thread streams its own share of the rows, claiming half of what is left at a time, and one
+/// done early takes half of the rest of another share ([`ThreadPool::par_ranges`]), so a late
+/// or slow thread costs at most about one piece. Two fixed chunks per thread from one shared
+/// counter (the earlier split) left the caller waiting 1.5–5 µs per matmul at 2 threads.
+const PIECES_PER_THREAD: usize = 16;
 
 /// One cache line, the allocation unit, so every group starts 64-byte aligned.
 #[repr(C, align(64))]
@@ -282,15 +286,6 @@ pub fn matmul_packed(
     run(pool, w, acts, out, 1, |_, _, _| {})
 }
 
-/// How a packed matmul splits `n` work units over `nth` threads: (units per chunk, chunks).
-/// Two contiguous chunks per thread: each is one long stream for the prefetchers, and a
-/// worker that joins late still leaves the caller only half the work to take over. Eight per
-/// thread cost single-token decode ~8% at 2 threads (shorter streams, more handoffs).
-fn chunking(n: usize, nth: usize) -> (usize, usize) {
-    let per_chunk = n.div_ceil(nth * CHUNKS_PER_THREAD).max(1);
-    (per_chunk, n.div_ceil(per_chunk))
-}
-
 /// For `w` packed by [`PackedMatrix::pack_glu`] (gate and up, `n_ff = w.rows() / 2` rows
 /// each): sets `dst` (`n_act × n_ff`) to `silu(gate · x) · (up · x)` for every activation row
 /// `x` of `acts`, with [`kiln_tensor::ops::silu_mul`]'s arithmetic, and `dst_acts` to `dst`
@@ -444,8 +439,8 @@ fn kernel_job<'a>(
     Ok((kernel, job))
 }
 
-/// Runs `w`'s kernel into `out` over the pool in units of `unit_groups` groups (contiguous
-/// chunks, see `chunking`), and on the same thread, right after units `u0..u1` are computed,
+/// Runs `w`'s kernel into `out` over the pool in units of `unit_groups` groups (pieces of
+/// each thread's share, see [`PIECES_PER_THREAD`]), and on the same thread, right after units `u0..u1` are computed,
 /// calls `after(out, u0, u1)` (the fused GLU finishes its blocks there while they are in L1).
 #[cfg(target_arch = "x86_64")]
 fn run(
@@ -460,22 +455,25 @@ fn run(
     let n_units = w.rows / GROUP_ROWS / unit_groups;
     let work = w.rows.saturating_mul(w.cols).saturating_mul(job.n_act);
     let nth = pool.n_threads();
-    let units = |u0: usize, u1: usize| {
+    let units = |u: std::ops::Range<usize>, prefetch_end: usize| {
         // SAFETY: `check_choice` passed for `w.choice`; `job` describes `w`, `acts` and `out`
-        // as the callers validated them; units cover disjoint groups, so threads write
-        // disjoint outputs.
-        unsafe { kernel(&job, u0 * unit_groups, u1 * unit_groups) };
-        after(job.out, u0, u1);
+        // as the callers validated them; the pool hands out disjoint unit ranges, so threads
+        // write disjoint outputs.
+        unsafe {
+            kernel(
+                &job,
+                u.start * unit_groups,
+                u.end * unit_groups,
+                prefetch_end * unit_groups,
+            )
+        };
+        after(job.out, u.start, u.end);
     };
     if nth <= 1 || work < PARALLEL_MIN_WORK || n_units == 1 {
-        units(0, n_units);
+        units(0..n_units, n_units);
         return Ok(());
     }
-    let (per_chunk, n_chunks) = chunking(n_units, nth);
-    pool.par_for(n_chunks, |c| {
-        let u0 = c * per_chunk;
-        units(u0, (u0 + per_chunk).min(n_units));
-    });
+    pool.par_ranges(n_units, n_units.div_ceil(nth * PIECES_PER_THREAD), units);
     Ok(())
 }
 

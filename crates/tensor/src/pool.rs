@@ -5,14 +5,18 @@
 //! decode step) workers stay hot by spinning, and after a short idle period they sleep on a
 //! condition variable so an idle process costs no CPU.
 //!
-//! Two kinds of job: `run` guarantees every participant runs the closure (static work
-//! splits), `par_for` hands out items dynamically and does not wait for a worker that has not
-//! joined by the time all items are done — so a worker the OS has descheduled (more threads
-//! than free cores) delays nothing.
+//! Three kinds of job: `run` guarantees every participant runs the closure (static work
+//! splits); `par_for` hands out items dynamically from one shared counter; `par_ranges` gives
+//! each participant its own contiguous range, which it works through in pieces claimed in its
+//! own cache line, and lets a participant that is done take pieces from the back of the
+//! others' ranges. The last two do not wait for a worker that has not joined by the time all
+//! work is claimed — so a worker the OS has descheduled (more threads than free cores) delays
+//! nothing.
 
 use std::cell::UnsafeCell;
+use std::ops::Range;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
@@ -20,6 +24,16 @@ use std::thread::JoinHandle;
 const SPIN_ITERATIONS: u32 = 1 << 15;
 
 type Job = dyn Fn(usize, usize) + Sync;
+
+/// One participant's range in a [`ThreadPool::par_ranges`] job, alone in its cache line so that
+/// its owner's claims stay in the owner's cache: `tag << 48 | front << 24 | back`, where a
+/// `tag` other than the current job's means "not touched yet this job: the whole home range".
+#[repr(align(64))]
+struct RangeSlot(AtomicU64);
+
+/// `par_ranges` work-unit counts must stay below this (24 bits per range end).
+const RANGE_LIMIT: usize = 1 << 24;
+const RANGE_MASK: u64 = (1 << 24) - 1;
 
 #[derive(Clone, Copy)]
 struct JobSlot {
@@ -39,6 +53,10 @@ struct Shared {
     pending: AtomicUsize,
     /// Workers blocked (or about to block) on `wake`.
     sleepers: AtomicUsize,
+    /// One range per participant for `par_ranges`.
+    ranges: Box<[RangeSlot]>,
+    /// `par_ranges` jobs started (their tags).
+    range_jobs: AtomicU64,
     shutdown: AtomicBool,
     panicked: AtomicBool,
     /// The current job; written only while `open` is 0 and `readers` is 0.
@@ -78,6 +96,10 @@ impl ThreadPool {
             readers: AtomicUsize::new(0),
             pending: AtomicUsize::new(0),
             sleepers: AtomicUsize::new(0),
+            ranges: (0..n_threads)
+                .map(|_| RangeSlot(AtomicU64::new(0)))
+                .collect(),
+            range_jobs: AtomicU64::new(0),
             shutdown: AtomicBool::new(false),
             panicked: AtomicBool::new(false),
             job: UnsafeCell::new(None),
@@ -140,6 +162,59 @@ impl ThreadPool {
                     break;
                 }
                 f(i);
+            },
+            false,
+        );
+    }
+
+    /// Calls `f(units, prefetch_end)` over disjoint ranges of units that together cover
+    /// `0..n`, and returns when every unit is done. Participant `i` works through its own
+    /// contiguous share of `0..n` front to back, claiming half of what is left of it at a time
+    /// (at least `piece` units) in its own cache line: its weight stream stays a few long
+    /// calls, and its claims cost no cross-core traffic. A participant whose share is done
+    /// takes half of what is left of another share, from its back, until every share is
+    /// claimed: one exchange per steal, and the participants finish about a piece apart however
+    /// late one of them joined. A pool of one thread makes one call over all of `0..n`.
+    /// `prefetch_end` is where the caller's stream is expected to end (the rest of its share,
+    /// or the stolen range's end), for kernels that prefetch ahead.
+    pub fn par_ranges<F: Fn(Range<usize>, usize) + Sync>(&self, n: usize, piece: usize, f: F) {
+        let sh = &*self.shared;
+        let nth = sh.n_threads;
+        let piece = piece.max(1);
+        if n == 0 {
+            return;
+        }
+        if nth == 1 || n <= piece {
+            f(0..n, n);
+            return;
+        }
+        if n >= RANGE_LIMIT {
+            self.par_for(n.div_ceil(piece), |c| {
+                let r = c * piece..((c + 1) * piece).min(n);
+                f(r.clone(), r.end)
+            });
+            return;
+        }
+        // Tags repeat after 2^16 jobs; a slot is at most one job stale (every job's caller
+        // drains every slot before it returns), so an old tag never matches.
+        let tag = (sh.range_jobs.fetch_add(1, Ordering::Relaxed) + 1) & 0xffff;
+        self.run_job(
+            &|index, nth| {
+                let home = |i: usize| split_range(n, nth, i, 1);
+                while let Some((r, back)) =
+                    claim(&sh.ranges[index].0, tag, home(index), piece, false)
+                {
+                    f(r, back);
+                }
+                for k in 1..nth {
+                    let other = (index + k) % nth;
+                    while let Some((r, _)) =
+                        claim(&sh.ranges[other].0, tag, home(other), piece, true)
+                    {
+                        let end = r.end;
+                        f(r, end);
+                    }
+                }
             },
             false,
         );
@@ -223,6 +298,46 @@ fn wait_until_zero(counter: &AtomicUsize) {
             spins += 1;
         } else {
             std::thread::yield_now();
+        }
+    }
+}
+
+/// Claims half of what is left of the range in `slot` (its `home` units if it has not been
+/// touched in job `tag`), but at least `piece` units, from its front or from its back; returns
+/// them and the range's end before the claim, or `None` once the range is empty.
+fn claim(
+    slot: &AtomicU64,
+    tag: u64,
+    home: Range<usize>,
+    piece: usize,
+    from_back: bool,
+) -> Option<(Range<usize>, usize)> {
+    let mut cur = slot.load(Ordering::Relaxed);
+    loop {
+        let (front, back) = if cur >> 48 == tag {
+            (
+                ((cur >> 24) & RANGE_MASK) as usize,
+                (cur & RANGE_MASK) as usize,
+            )
+        } else {
+            (home.start, home.end)
+        };
+        if front >= back {
+            return None;
+        }
+        // Half of what is left, at least a piece: an owner's stream stays a few long calls and
+        // ends in pieces, and one steal splits another share's rest evenly.
+        let left = back - front;
+        let take = left.div_ceil(2).max(piece).min(left);
+        let (front2, back2, units) = if from_back {
+            (front, back - take, back - take..back)
+        } else {
+            (front + take, back, front..front + take)
+        };
+        let new = tag << 48 | (front2 as u64) << 24 | back2 as u64;
+        match slot.compare_exchange_weak(cur, new, Ordering::AcqRel, Ordering::Relaxed) {
+            Ok(_) => return Some((units, back)),
+            Err(seen) => cur = seen,
         }
     }
 }
@@ -414,5 +529,51 @@ mod tests {
                 assert_eq!(next, n);
             }
         }
+    }
+
+    fn check_ranges(pool: &ThreadPool, n: usize, piece: usize) {
+        let hits: Vec<AtomicU64> = (0..n).map(|_| AtomicU64::new(0)).collect();
+        pool.par_ranges(n, piece, |r, prefetch_end| {
+            assert!(r.start < r.end && r.end <= n);
+            assert!(prefetch_end >= r.end && prefetch_end <= n);
+            for h in &hits[r] {
+                h.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        for (i, h) in hits.iter().enumerate() {
+            assert_eq!(
+                h.load(Ordering::Relaxed),
+                1,
+                "unit {i} of {n} (piece {piece})"
+            );
+        }
+    }
+
+    #[test]
+    fn par_ranges_covers_every_unit_once() {
+        for threads in [1, 2, 3, 5] {
+            let pool = ThreadPool::new(threads);
+            for n in [0, 1, 2, 7, 16, 61, 300] {
+                for piece in [0, 1, 3, 16, 1000] {
+                    check_ranges(&pool, n, piece);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn par_ranges_survives_tag_wraparound_and_oversubscription() {
+        // More jobs than there are tags, on more busy threads than cores: stale slots from
+        // 2^16 jobs ago must never be mistaken for the current job's.
+        std::thread::scope(|scope| {
+            for _ in 0..2 {
+                scope.spawn(|| {
+                    let pool = ThreadPool::new(2);
+                    for job in 0..(1usize << 16) + 50 {
+                        check_ranges(&pool, 2 + job % 9, 1 + job % 3);
+                    }
+                });
+            }
+        });
     }
 }

@@ -38,8 +38,9 @@ pub(crate) struct PackedJob<'a> {
 // elements of its own groups through `out`.
 unsafe impl Sync for PackedJob<'_> {}
 
-/// Computes groups `g0..g1` of a job.
-pub(crate) type PackedFn = unsafe fn(job: &PackedJob, g0: usize, g1: usize);
+/// Computes groups `g0..g1` of a job, prefetching ahead up to group `prefetch_end` (at least
+/// `g1`: where this thread's stream of groups is expected to end).
+pub(crate) type PackedFn = unsafe fn(job: &PackedJob, g0: usize, g1: usize, prefetch_end: usize);
 
 /// The packed kernel for (`choice`, `ty`), if there is one.
 pub(crate) fn kernel(choice: KernelChoice, ty: QuantType) -> Option<PackedFn> {
@@ -60,7 +61,7 @@ const PREFETCH: usize = 4096;
 /// Prefetches, `PREFETCH` bytes ahead, block `b`'s share of the group at `grp`: `step` bytes
 /// (the group's bytes over its blocks, rounded up), so that over a group the prefetches cover
 /// every line of it — its scale region as well as its quants — and carry on into the next
-/// groups in memory order. Lines at or past `end` (the end of this thread's groups) are left
+/// groups in memory order. Lines at or past `end` (where this thread's stream of groups ends) are left
 /// alone. The hardware prefetcher alone leaves single-token decode waiting on memory, and
 /// prefetching the quants only left a fifth of every Q4_1 group (its scales) to demand misses.
 #[inline(always)]
@@ -215,10 +216,14 @@ unsafe fn q8_tile<const T: usize>(job: &PackedJob, g: usize, t0: usize, end: *co
     }
 }
 
-/// Runs `$tile::<…, T>` over groups `g0..g1` and every activation row, four rows at a time.
+/// Runs `$tile::<…, T>` over groups `g0..g1` and every activation row, four rows at a time,
+/// prefetching up to group `$pf`.
 macro_rules! groups {
-    ($job:ident, $g0:ident, $g1:ident, |$g:ident, $t:ident, $n:ident, $end:ident| $call:expr) => {{
-        let $end = $job.weights.as_ptr().wrapping_add($g1 * $job.group_bytes);
+    ($job:ident, $g0:ident, $g1:ident, $pf:ident, |$g:ident, $t:ident, $n:ident, $end:ident| $call:expr) => {{
+        let $end = $job
+            .weights
+            .as_ptr()
+            .wrapping_add($pf.max($g1) * $job.group_bytes);
         for $g in $g0..$g1 {
             let mut $t = 0;
             while $t < $job.n_act {
@@ -234,8 +239,8 @@ macro_rules! q4_entry {
     ($name:ident, $vnni:literal, $asym:literal, $features:literal, $what:literal) => {
         #[doc = $what]
         #[target_feature(enable = $features)]
-        unsafe fn $name(job: &PackedJob, g0: usize, g1: usize) {
-            groups!(job, g0, g1, |g, t, n, end| match n {
+        unsafe fn $name(job: &PackedJob, g0: usize, g1: usize, prefetch_end: usize) {
+            groups!(job, g0, g1, prefetch_end, |g, t, n, end| match n {
                 4 => q4_tile::<$vnni, $asym, 4>(job, g, t, end),
                 3 => q4_tile::<$vnni, $asym, 3>(job, g, t, end),
                 2 => q4_tile::<$vnni, $asym, 2>(job, g, t, end),
@@ -276,8 +281,8 @@ q4_entry!(
 
 /// Packed Q8_0 · Q8_0 rows (AVX-512 VNNI).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn q8_0_vnni(job: &PackedJob, g0: usize, g1: usize) {
-    groups!(job, g0, g1, |g, t, n, end| match n {
+unsafe fn q8_0_vnni(job: &PackedJob, g0: usize, g1: usize, prefetch_end: usize) {
+    groups!(job, g0, g1, prefetch_end, |g, t, n, end| match n {
         4 => q8_tile::<4>(job, g, t, end),
         3 => q8_tile::<3>(job, g, t, end),
         2 => q8_tile::<2>(job, g, t, end),
