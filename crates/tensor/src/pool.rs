@@ -266,7 +266,8 @@ impl ThreadPool {
     }
 
     /// Splits `data` into consecutive chunks of `chunk_len` elements (the last may be shorter)
-    /// and calls `f(chunk_index, chunk)` for each, spreading chunks over the pool's threads.
+    /// and calls `f(chunk_index, chunk)` for each, spreading chunks over the pool's threads as
+    /// [`ThreadPool::par_ranges`] does (each thread starts on its own consecutive chunks).
     pub fn par_chunks_mut<T: Send, F: Fn(usize, &mut [T]) + Sync>(
         &self,
         data: &mut [T],
@@ -277,15 +278,18 @@ impl ThreadPool {
         let n_chunks = data.len().div_ceil(chunk_len);
         let len = data.len();
         let base = SendPtr(data.as_mut_ptr());
-        self.par_for(n_chunks, |c| {
-            let start = c * chunk_len;
-            let end = (start + chunk_len).min(len);
-            let base = &base;
-            // SAFETY: each chunk index is handed out exactly once, chunks are disjoint
-            // sub-ranges of `data`, and `data` is mutably borrowed for the whole call, which
-            // returns only after every chunk is done.
-            let chunk = unsafe { std::slice::from_raw_parts_mut(base.0.add(start), end - start) };
-            f(c, chunk);
+        self.par_ranges(n_chunks, 1, |chunks, _| {
+            for c in chunks {
+                let start = c * chunk_len;
+                let end = (start + chunk_len).min(len);
+                let base = &base;
+                // SAFETY: each chunk index is handed out exactly once, chunks are disjoint
+                // sub-ranges of `data`, and `data` is mutably borrowed for the whole call, which
+                // returns only after every chunk is done.
+                let chunk =
+                    unsafe { std::slice::from_raw_parts_mut(base.0.add(start), end - start) };
+                f(c, chunk);
+            }
         });
     }
 }
