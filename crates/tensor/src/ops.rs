@@ -307,6 +307,9 @@ mod x86 {
         }
     }
 
+    /// `out += Σ_r w[r] · row r`, a column tile of `out` at a time held in registers over all
+    /// the rows (each element's FMAs in row order, as a per-row axpy would do them, without
+    /// its store and reload per row).
     #[target_feature(enable = "avx2,fma,f16c")]
     pub fn add_weighted_rows_f16_avx2(
         w: &[f32],
@@ -316,12 +319,40 @@ mod x86 {
         out: &mut [f32],
     ) {
         let d = out.len();
-        for (r, &wr) in w.iter().enumerate() {
-            let s = r * stride + offset;
-            axpy_f16_avx2(wr, &data[s..s + d], out);
+        // Every row `r * stride + offset .. + d` lies in `data` (checked by the caller).
+        assert!(w.is_empty() || (w.len() - 1) * stride + offset + d <= data.len());
+        let (xp, yp) = (data.as_ptr() as *const __m128i, out.as_mut_ptr());
+        let mut c = 0;
+        while c + 32 <= d {
+            // SAFETY: c + 32 <= d, and every row holds `d` values from its start (asserted).
+            unsafe {
+                let mut a = [_mm256_setzero_ps(); 4];
+                for (j, aj) in a.iter_mut().enumerate() {
+                    *aj = _mm256_loadu_ps(yp.add(c + 8 * j));
+                }
+                for (r, &wr) in w.iter().enumerate() {
+                    let row = xp.byte_add(2 * (r * stride + offset + c));
+                    let wv = _mm256_set1_ps(wr);
+                    for (j, aj) in a.iter_mut().enumerate() {
+                        let v = _mm256_cvtph_ps(_mm_loadu_si128(row.byte_add(16 * j)));
+                        *aj = _mm256_fmadd_ps(wv, v, *aj);
+                    }
+                }
+                for (j, aj) in a.iter().enumerate() {
+                    _mm256_storeu_ps(yp.add(c + 8 * j), *aj);
+                }
+            }
+            c += 32;
+        }
+        if c < d {
+            for (r, &wr) in w.iter().enumerate() {
+                let s = r * stride + offset;
+                axpy_f16_avx2(wr, &data[s + c..s + d], &mut out[c..]);
+            }
         }
     }
 
+    /// The AVX-512 form of [`add_weighted_rows_f16_avx2`]: column tiles of 64.
     #[target_feature(enable = "avx512f,fma")]
     pub fn add_weighted_rows_f16_avx512(
         w: &[f32],
@@ -331,9 +362,35 @@ mod x86 {
         out: &mut [f32],
     ) {
         let d = out.len();
-        for (r, &wr) in w.iter().enumerate() {
-            let s = r * stride + offset;
-            axpy_f16_avx512(wr, &data[s..s + d], out);
+        assert!(w.is_empty() || (w.len() - 1) * stride + offset + d <= data.len());
+        let (xp, yp) = (data.as_ptr() as *const __m256i, out.as_mut_ptr());
+        let mut c = 0;
+        while c + 64 <= d {
+            // SAFETY: c + 64 <= d, and every row holds `d` values from its start (asserted).
+            unsafe {
+                let mut a = [_mm512_setzero_ps(); 4];
+                for (j, aj) in a.iter_mut().enumerate() {
+                    *aj = _mm512_loadu_ps(yp.add(c + 16 * j));
+                }
+                for (r, &wr) in w.iter().enumerate() {
+                    let row = xp.byte_add(2 * (r * stride + offset + c));
+                    let wv = _mm512_set1_ps(wr);
+                    for (j, aj) in a.iter_mut().enumerate() {
+                        let v = _mm512_cvtph_ps(_mm256_loadu_si256(row.byte_add(32 * j)));
+                        *aj = _mm512_fmadd_ps(wv, v, *aj);
+                    }
+                }
+                for (j, aj) in a.iter().enumerate() {
+                    _mm512_storeu_ps(yp.add(c + 16 * j), *aj);
+                }
+            }
+            c += 64;
+        }
+        if c < d {
+            for (r, &wr) in w.iter().enumerate() {
+                let s = r * stride + offset;
+                axpy_f16_avx512(wr, &data[s + c..s + d], &mut out[c..]);
+            }
         }
     }
 
@@ -760,6 +817,31 @@ mod tests {
             add_weighted_rows_f16(&[0.5, -1.0, 2.0], &data, n + 3, 2, &mut summed);
             for (r, got) in scores.iter().enumerate() {
                 assert!((got - dot_f16_generic(&q, row(r))).abs() < 1e-4);
+            }
+            // The register-tiled weighted sums do each element's FMAs in row order, so they
+            // equal a per-row axpy of the same width bit for bit.
+            #[cfg(target_arch = "x86_64")]
+            {
+                let f = crate::cpu::features();
+                let w = [0.5, -1.0, 2.0];
+                let check = |tiled: unsafe fn(&[f32], &[f16], usize, usize, &mut [f32]),
+                             axpy: unsafe fn(f32, &[f16], &mut [f32])| {
+                    let (mut a, mut b) = (vec![1f32; n], vec![1f32; n]);
+                    // SAFETY: the caller checked the features of both kernels.
+                    unsafe {
+                        tiled(&w, &data, n + 3, 2, &mut a);
+                        for (r, &wr) in w.iter().enumerate() {
+                            axpy(wr, row(r), &mut b);
+                        }
+                    }
+                    assert_eq!(a, b, "n={n}");
+                };
+                if f.avx2 && f.fma && f.f16c {
+                    check(x86::add_weighted_rows_f16_avx2, x86::axpy_f16_avx2);
+                }
+                if f.avx512f && f.fma {
+                    check(x86::add_weighted_rows_f16_avx512, x86::axpy_f16_avx512);
+                }
             }
             for (i, got) in summed.iter().enumerate() {
                 let naive =
