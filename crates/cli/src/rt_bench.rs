@@ -56,6 +56,11 @@ pub struct RtBenchArgs {
     /// callback would) instead of one per `forward` call.
     #[arg(long, default_value_t = 1)]
     pub block: usize,
+    /// `--layer` runs through a copy of the layer with compile-time sizes
+    /// (`kiln_nn::rt::fixed`, RTNeural's templated layers' counterpart), one sample per call;
+    /// RTNeural's benchmark shapes only (dense 4→4, 8→8, 16→16, 24→1; conv1d 4→4, 16→16).
+    #[arg(long)]
+    pub fixed: bool,
 }
 
 pub fn main(args: RtBenchArgs) -> Result<()> {
@@ -318,6 +323,57 @@ fn write_example(dir: &Path, seed: u64, int8: bool) -> Result<()> {
     Ok(())
 }
 
+/// Times `pass` (one pass over the signal, returning its checksum) three times: the best
+/// duration in seconds and the checksum.
+fn best_of_three(mut pass: impl FnMut() -> Result<f32>) -> Result<(f64, f32)> {
+    let (mut best, mut sink) = (f64::INFINITY, 0.0);
+    for _ in 0..3 {
+        let t0 = Instant::now();
+        sink = pass()?;
+        best = best.min(t0.elapsed().as_secs_f64());
+    }
+    Ok((best, sink))
+}
+
+/// [`best_of_three`] for a compile-time-sized copy of the single-layer `net`
+/// (`kiln_nn::rt::fixed`), one sample per call, for the shapes RTNeural's layer bench runs.
+fn fixed_passes(
+    net: &RtNet,
+    kind: &str,
+    n_in: usize,
+    n_out: usize,
+    signal: &[f32],
+) -> Result<(f64, f32)> {
+    use kiln_nn::rt::fixed::{Conv1dT, DenseT, FixedNet};
+    macro_rules! passes {
+        ($t:ty, $i:literal) => {{
+            let mut f = FixedNet::<$t>::from_layers(net.layers())?;
+            best_of_three(|| {
+                f.reset();
+                let mut sink = 0.0f32;
+                for x in signal.chunks_exact($i) {
+                    let x: &[f32; $i] = x.try_into().expect("chunks of the input size");
+                    sink += f.forward(x)[0];
+                }
+                Ok(sink)
+            })
+        }};
+    }
+    match (kind, n_in, n_out) {
+        ("dense", 4, 4) => passes!(DenseT<4, 4>, 4),
+        ("dense", 8, 8) => passes!(DenseT<8, 8>, 8),
+        ("dense", 16, 16) => passes!(DenseT<16, 16>, 16),
+        ("dense", 24, 1) => passes!(DenseT<24, 1>, 24),
+        ("conv1d", 4, 4) => passes!(Conv1dT<4, 4, 3, 1>, 4),
+        ("conv1d", 16, 16) => passes!(Conv1dT<16, 16, 15, 1>, 16),
+
+        _ => bail!(
+            "--fixed has compile-time copies of RTNeural's benchmark shapes only: dense 4→4, \
+             8→8, 16→16, 24→1 and conv1d 4→4, 16→16"
+        ),
+    }
+}
+
 /// Times `forward` of one layer over `seconds` of 48 kHz samples, as RTNeural's layer bench
 /// does (same signal shape: uniform values in [-1, 1)), best of three runs.
 fn layer_bench(args: &RtBenchArgs, kind: &str) -> Result<()> {
@@ -335,29 +391,35 @@ fn layer_bench(args: &RtBenchArgs, kind: &str) -> Result<()> {
     let n = (48_000.0 * args.seconds) as usize;
     let signal = crate::common::noise(n * args.in_size, args.seed);
     let mut out = vec![0.0f32; args.block * args.out_size];
-    let mut best = f64::INFINITY;
-    let mut sink = 0.0f32;
-    for _ in 0..3 {
-        net.reset();
-        let t0 = Instant::now();
-        if args.block == 1 {
-            for x in signal.chunks_exact(args.in_size) {
-                sink += net.forward(x)[0];
-            }
-        } else {
-            for xs in signal.chunks(args.block * args.in_size) {
-                let ys = &mut out[..xs.len() / args.in_size * args.out_size];
-                net.forward_block(xs, ys)?;
-                // The same checksum as one call per sample: every frame's first output.
-                sink += ys.iter().step_by(args.out_size).sum::<f32>();
-            }
+    let (best, sink) = if args.fixed {
+        if args.block != 1 || args.int8 {
+            bail!("--fixed runs f32 weights one sample per call (no --block, no --int8)");
         }
-        best = best.min(t0.elapsed().as_secs_f64());
-    }
+        fixed_passes(&net, kind, args.in_size, args.out_size, &signal)?
+    } else {
+        best_of_three(|| {
+            net.reset();
+            let mut sink = 0.0f32;
+            if args.block == 1 {
+                for x in signal.chunks_exact(args.in_size) {
+                    sink += net.forward(x)[0];
+                }
+            } else {
+                for xs in signal.chunks(args.block * args.in_size) {
+                    let ys = &mut out[..xs.len() / args.in_size * args.out_size];
+                    net.forward_block(xs, ys)?;
+                    // The same checksum as one call per sample: every frame's first output.
+                    sink += ys.iter().step_by(args.out_size).sum::<f32>();
+                }
+            }
+            Ok(sink)
+        })?
+    };
     let ns = best * 1e9 / n as f64;
-    let per_call = match args.block {
-        1 => String::new(),
-        b => format!(", {b} per call"),
+    let per_call = match (args.block, args.fixed) {
+        (_, true) => ", compile-time sizes".to_string(),
+        (1, _) => String::new(),
+        (b, _) => format!(", {b} per call"),
     };
     println!(
         "{kind} {}->{} ({}{per_call}): {:.3} s of signal in {:.4} s, {:.1}x real-time, {:.1} ns/sample (checksum {sink:.3})",
@@ -372,7 +434,7 @@ fn layer_bench(args: &RtBenchArgs, kind: &str) -> Result<()> {
     if let Some(out) = &args.output {
         let v = json!({
             "layer": kind, "in_size": args.in_size, "out_size": args.out_size, "weights": weight_kind(&net),
-            "seconds": args.seconds, "block": args.block, "duration_s": best, "realtime_factor": args.seconds / best, "ns_per_sample": ns,
+            "seconds": args.seconds, "block": args.block, "fixed": args.fixed, "duration_s": best, "realtime_factor": args.seconds / best, "ns_per_sample": ns,
             "kernels": kiln_tensor::cpu::kernel_choice().name(),
         });
         write_atomic(out, (serde_json::to_string_pretty(&v)? + "\n").as_bytes())?;

@@ -567,3 +567,49 @@ fn rt_bench_times_one_layer_per_sample_or_per_block_with_the_same_outputs() {
     let o = kiln(&["rt-bench", "--layer", "dense", "--block", "0"]);
     assert_clean_failure(&o, "--block");
 }
+
+#[test]
+fn rt_bench_runs_compile_time_sized_copies_of_the_benchmark_shapes() {
+    let checksum = |args: &[&str]| -> f64 {
+        let o = kiln(args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let line = stdout(&o);
+        let tail = line.split("checksum ").nth(1).unwrap_or_default();
+        tail.trim().trim_end_matches(')').parse().unwrap()
+    };
+    for (kind, i, o) in [("dense", "24", "1"), ("conv1d", "4", "4")] {
+        let base = [
+            "rt-bench",
+            "--layer",
+            kind,
+            "--in-size",
+            i,
+            "--out-size",
+            o,
+            "--seconds",
+            "0.01",
+        ];
+        let run_time = checksum(&base);
+        let fixed = checksum(&[&base[..], &["--fixed"]].concat());
+        // The same layer and signal; only the order of the sums differs.
+        assert!(
+            (fixed - run_time).abs() <= 1e-4 * (1.0 + run_time.abs()),
+            "{kind}: {fixed} vs {run_time}"
+        );
+    }
+    let o = kiln(&["rt-bench", "--layer", "dense", "--in-size", "5", "--fixed"]);
+    assert_clean_failure(&o, "benchmark shapes");
+    let o = kiln(&[
+        "rt-bench",
+        "--layer",
+        "dense",
+        "--in-size",
+        "4",
+        "--out-size",
+        "4",
+        "--fixed",
+        "--block",
+        "4",
+    ]);
+    assert_clean_failure(&o, "one sample per call");
+}

@@ -1,8 +1,9 @@
 //! Proves the real-time forward path never allocates: a counting global allocator is installed
 //! and `forward`, `forward_block` and `reset` run on nets covering every layer type (dense,
 //! LSTM, GRU, Conv1D with dilation/groups/stride, Conv2D, ConvTranspose1D, BatchNorm 1-D/2-D,
-//! PReLU, every activation), with f32 and Q8_0 weights; and that `forward_block`, which runs
-//! blocks of frames layer by layer, gives the bits of frame-by-frame `forward` on all of them.
+//! PReLU, every activation), with f32 and Q8_0 weights, and on a compile-time-sized net
+//! (`kiln_nn::rt::fixed`); and that `forward_block`, which runs blocks of frames layer by
+//! layer, gives the bits of frame-by-frame `forward` on all of them.
 
 use kiln_models::rtnet::example::{pipeline, EXAMPLE_SEED};
 use kiln_models::rtnet::torch::{self, TorchLayer};
@@ -166,6 +167,33 @@ fn forward_block_gives_the_bits_of_frame_by_frame_forward() {
 }
 
 /// The counter itself works: an allocation inside the closure is seen.
+#[test]
+fn fixed_size_nets_never_allocate_either() {
+    use kiln_models::rtnet::example::single_layer;
+    use kiln_nn::rt::fixed::{ActivationT, Conv1dT, DenseT, FixedNet, Seq};
+    let dense = single_layer("dense", 4, 8, 1).unwrap();
+    let conv = single_layer("conv1d", 8, 8, 2).unwrap();
+    let mut layers = dense.layers().to_vec();
+    layers.push(RtLayer::Activation(kiln_nn::rt::ActivationLayer::new(
+        kiln_nn::rt::Activation::Tanh,
+        8,
+    )));
+    layers.extend(conv.layers().iter().cloned());
+    type Net = Seq<DenseT<4, 8>, Seq<ActivationT<8>, Conv1dT<8, 8, 7, 1>>>;
+    let mut net = FixedNet::<Net>::from_layers(&layers).unwrap();
+    let (sum, n) = count_allocations(|| {
+        net.reset();
+        let mut s = 0.0f32;
+        for t in 0..1000 {
+            let v = (t as f32 * 0.01).sin();
+            s += net.forward(&[v, -v, 0.5 * v, 0.25])[0];
+        }
+        s
+    });
+    assert_eq!(n, 0, "the fixed net allocated {n} times");
+    assert!(sum.is_finite());
+}
+
 #[test]
 fn the_counter_sees_allocations() {
     let (_, n) = count_allocations(|| std::hint::black_box(vec![1u8; 100]));

@@ -124,3 +124,56 @@ mod tests {
         assert!(c.contains(&kernel_choice()));
     }
 }
+
+/// Code generic over its job, which [`Compiled`] builds once per vector unit: everything `run`
+/// inlines (it should be `#[inline(always)]` throughout) is compiled for that unit.
+pub trait InlineJob {
+    type Arg;
+    fn run(&mut self, arg: &Self::Arg);
+}
+
+/// A job's copy compiled for the kernel family [`kernel_choice`] picks (the widest vector
+/// unit of this CPU unless `KILN_KERNELS` says otherwise), chosen once. For code whose sizes
+/// are compile-time constants (the fixed-size real-time layers), so that one call runs a
+/// whole net with no dispatch inside.
+pub struct Compiled<J: InlineJob>(unsafe fn(&mut J, &J::Arg));
+
+impl<J: InlineJob> Compiled<J> {
+    pub fn for_this_cpu() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        match kernel_choice() {
+            KernelChoice::Avx512 | KernelChoice::Avx512Vnni => return Compiled(run_avx512::<J>),
+            KernelChoice::Avx2 => return Compiled(run_avx2::<J>),
+            KernelChoice::Generic => {}
+        }
+        Compiled(run_plain::<J>)
+    }
+
+    #[inline(always)]
+    pub fn run(&self, job: &mut J, arg: &J::Arg) {
+        // SAFETY: `for_this_cpu` chose a copy whose features this CPU has.
+        unsafe { (self.0)(job, arg) }
+    }
+}
+
+/// # Safety
+/// Needs AVX-512 F/VL, AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+unsafe fn run_avx512<J: InlineJob>(job: &mut J, arg: &J::Arg) {
+    job.run(arg)
+}
+
+/// # Safety
+/// Needs AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn run_avx2<J: InlineJob>(job: &mut J, arg: &J::Arg) {
+    job.run(arg)
+}
+
+/// # Safety
+/// None: baseline instructions (`unsafe` only to share the pointer type).
+unsafe fn run_plain<J: InlineJob>(job: &mut J, arg: &J::Arg) {
+    job.run(arg)
+}

@@ -7,6 +7,7 @@
 
 mod conv;
 mod elementwise;
+pub mod fixed;
 mod matrix;
 mod recurrent;
 
