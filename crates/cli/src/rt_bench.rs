@@ -58,7 +58,8 @@ pub struct RtBenchArgs {
     pub block: usize,
     /// `--layer` runs through a copy of the layer with compile-time sizes
     /// (`kiln_nn::rt::fixed`, RTNeural's templated layers' counterpart), one sample per call;
-    /// RTNeural's benchmark shapes only (dense 4→4, 8→8, 16→16, 24→1; conv1d 4→4, 16→16).
+    /// RTNeural's benchmark shapes only (dense 4→4, 8→8, 16→16, 24→1; conv1d 4→4, 16→16;
+    /// gru 4→4, 16→16; lstm 4→4, 16→16, 1→24).
     #[arg(long)]
     pub fixed: bool,
 }
@@ -344,7 +345,7 @@ fn fixed_passes(
     n_out: usize,
     signal: &[f32],
 ) -> Result<(f64, f32)> {
-    use kiln_nn::rt::fixed::{Conv1dT, DenseT, FixedNet};
+    use kiln_nn::rt::fixed::{Conv1dT, DenseT, FixedNet, GruT, LstmT};
     macro_rules! passes {
         ($t:ty, $i:literal) => {{
             let mut f = FixedNet::<$t>::from_layers(net.layers())?;
@@ -366,10 +367,15 @@ fn fixed_passes(
         ("dense", 24, 1) => passes!(DenseT<24, 1>, 24),
         ("conv1d", 4, 4) => passes!(Conv1dT<4, 4, 3, 1>, 4),
         ("conv1d", 16, 16) => passes!(Conv1dT<16, 16, 15, 1>, 16),
+        ("gru", 4, 4) => passes!(GruT<4, 4, 12>, 4),
+        ("gru", 16, 16) => passes!(GruT<16, 16, 48>, 16),
+        ("lstm", 4, 4) => passes!(LstmT<4, 4, 16>, 4),
+        ("lstm", 16, 16) => passes!(LstmT<16, 16, 64>, 16),
+        ("lstm", 1, 24) => passes!(LstmT<1, 24, 96>, 1),
 
         _ => bail!(
             "--fixed has compile-time copies of RTNeural's benchmark shapes only: dense 4→4, \
-             8→8, 16→16, 24→1 and conv1d 4→4, 16→16"
+             8→8, 16→16, 24→1; conv1d 4→4, 16→16; gru 4→4, 16→16; lstm 4→4, 16→16, 1→24"
         ),
     }
 }

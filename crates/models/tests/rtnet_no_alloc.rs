@@ -170,7 +170,7 @@ fn forward_block_gives_the_bits_of_frame_by_frame_forward() {
 #[test]
 fn fixed_size_nets_never_allocate_either() {
     use kiln_models::rtnet::example::single_layer;
-    use kiln_nn::rt::fixed::{ActivationT, Conv1dT, DenseT, FixedNet, Seq};
+    use kiln_nn::rt::fixed::{ActivationT, Conv1dT, DenseT, FixedNet, GruT, LstmT, Seq};
     let dense = single_layer("dense", 4, 8, 1).unwrap();
     let conv = single_layer("conv1d", 8, 8, 2).unwrap();
     let mut layers = dense.layers().to_vec();
@@ -179,7 +179,22 @@ fn fixed_size_nets_never_allocate_either() {
         8,
     )));
     layers.extend(conv.layers().iter().cloned());
-    type Net = Seq<DenseT<4, 8>, Seq<ActivationT<8>, Conv1dT<8, 8, 7, 1>>>;
+    layers.extend(
+        single_layer("lstm", 8, 8, 3)
+            .unwrap()
+            .layers()
+            .iter()
+            .cloned(),
+    );
+    layers.extend(
+        single_layer("gru", 8, 4, 4)
+            .unwrap()
+            .layers()
+            .iter()
+            .cloned(),
+    );
+    type Tail = Seq<Conv1dT<8, 8, 7, 1>, Seq<LstmT<8, 8, 32>, GruT<8, 4, 12>>>;
+    type Net = Seq<DenseT<4, 8>, Seq<ActivationT<8>, Tail>>;
     let mut net = FixedNet::<Net>::from_layers(&layers).unwrap();
     let (sum, n) = count_allocations(|| {
         net.reset();

@@ -111,20 +111,6 @@ pub fn kernel_choice() -> KernelChoice {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn generic_always_supported_and_best_is_last() {
-        let f = features();
-        let c = f.supported_choices();
-        assert_eq!(c[0], KernelChoice::Generic);
-        assert_eq!(f.best_choice(), *c.last().unwrap());
-        assert!(c.contains(&kernel_choice()));
-    }
-}
-
 /// Code generic over its job, which [`Compiled`] builds once per vector unit: everything `run`
 /// inlines (it should be `#[inline(always)]` throughout) is compiled for that unit.
 pub trait InlineJob {
@@ -176,4 +162,18 @@ unsafe fn run_avx2<J: InlineJob>(job: &mut J, arg: &J::Arg) {
 /// None: baseline instructions (`unsafe` only to share the pointer type).
 unsafe fn run_plain<J: InlineJob>(job: &mut J, arg: &J::Arg) {
     job.run(arg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generic_always_supported_and_best_is_last() {
+        let f = features();
+        let c = f.supported_choices();
+        assert_eq!(c[0], KernelChoice::Generic);
+        assert_eq!(f.best_choice(), *c.last().unwrap());
+        assert!(c.contains(&kernel_choice()));
+    }
 }

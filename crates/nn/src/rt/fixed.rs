@@ -1,5 +1,5 @@
 //! Layers whose sizes are fixed at compile time (what RTNeural's templated `ModelT` is to its
-//! run-time layers): every loop bound is a constant, so a whole net inlines into the caller's
+//! run-time layers; dense, conv1d, LSTM, GRU and the activations): every loop bound is a constant, so a whole net inlines into the caller's
 //! per-sample loop with no dispatch between layers. The weights still come from a net loaded
 //! at run time (RTNeural JSON or GGUF, as [`RtLayer`]s) and are checked against the declared
 //! sizes. Nothing allocates after construction.
@@ -16,6 +16,7 @@
 
 use super::{Activation, Conv1dConfig, RtError, RtLayer, RtMatrix};
 use kiln_tensor::cpu::{Compiled, InlineJob};
+use kiln_tensor::rnn_cell::{sigmoid_fast, tanh_fast};
 
 /// One frame: `N` values.
 pub trait Frame: Copy {
@@ -290,6 +291,140 @@ impl<const I: usize, const O: usize, const K: usize, const D: usize> FixedLayer
     }
 }
 
+/// The recurrent weights of a fixed cell with `G` gate values (`gates × H`): columns of the
+/// input and of the recurrent matrix, each `G` long, so a gate vector is a sum of columns.
+fn gate_columns<const N: usize, const G: usize>(
+    what: &str,
+    m: &RtMatrix,
+) -> Result<[[f32; G]; N], RtError> {
+    let w = rows_of(what, m, G, N)?;
+    let mut cols = [[0.0; G]; N];
+    for (g, row) in w.chunks_exact(N).enumerate() {
+        for (i, &v) in row.iter().enumerate() {
+            cols[i][g] = v;
+        }
+    }
+    Ok(cols)
+}
+
+/// An LSTM of `H` units over `I` inputs; `G` must be `4·H` (the gate values `[i | f | g | o]`;
+/// stable Rust cannot write `4 * H` as an array length of a generic type, so it is spelled
+/// out and checked when the type is used). `c' = σ(f)·c + σ(i)·tanh(g)`, `h' = σ(o)·tanh(c')`,
+/// with the run-time cells' vectorized σ and tanh.
+#[derive(Debug, Clone)]
+pub struct LstmT<const I: usize, const H: usize, const G: usize> {
+    wx: [[f32; G]; I],
+    wh: [[f32; G]; H],
+    b: [f32; G],
+    h: [f32; H],
+    c: [f32; H],
+}
+
+impl<const I: usize, const H: usize, const G: usize> FixedLayer for LstmT<I, H, G> {
+    type In = [f32; I];
+    type Out = [f32; H];
+
+    #[inline(always)]
+    fn forward(&mut self, x: &[f32; I], y: &mut [f32; H]) {
+        let mut acc = [self.b, [0.0; G]];
+        add_columns(x, &self.wx, &mut acc);
+        add_columns(&self.h, &self.wh, &mut acc);
+        let mut z = [0.0f32; G];
+        for k in 0..G {
+            z[k] = acc[0][k] + acc[1][k];
+        }
+        for u in 0..H {
+            let (i, f) = (sigmoid_fast(z[u]), sigmoid_fast(z[H + u]));
+            let (g, o) = (tanh_fast(z[2 * H + u]), sigmoid_fast(z[3 * H + u]));
+            let c = f * self.c[u] + i * g;
+            self.c[u] = c;
+            self.h[u] = o * tanh_fast(c);
+        }
+        *y = self.h;
+    }
+
+    fn reset(&mut self) {
+        self.h = [0.0; H];
+        self.c = [0.0; H];
+    }
+
+    fn load(layers: &mut std::slice::Iter<'_, RtLayer>) -> Result<Self, RtError> {
+        const { assert!(G == 4 * H, "LstmT<I, H, G> needs G = 4·H") };
+        let what = "fixed lstm";
+        let RtLayer::Lstm(l) = next(layers, what)? else {
+            return Err(RtError::shape(what, "the net's layer here is not an LSTM"));
+        };
+        let m = l.matrices();
+        let wx = gate_columns::<I, G>(what, m[0].1)?;
+        let wh = gate_columns::<H, G>(what, m[1].1)?;
+        let b = bias_of(what, l.vectors().first().map(|&(_, v)| v))?;
+        Ok(LstmT {
+            wx,
+            wh,
+            b,
+            h: [0.0; H],
+            c: [0.0; H],
+        })
+    }
+}
+
+/// A GRU (`reset_after`, gate values `[z | r | n]`) of `H` units over `I` inputs; `G` must be
+/// `3·H`. `z = σ(..)`, `r = σ(..)`, `n = tanh(W_in·x + b_in + r ⊙ (W_hn·h + b_hn))`,
+/// `h' = (1 − z)·n + z·h`.
+#[derive(Debug, Clone)]
+pub struct GruT<const I: usize, const H: usize, const G: usize> {
+    wx: [[f32; G]; I],
+    wh: [[f32; G]; H],
+    bx: [f32; G],
+    bh: [f32; G],
+    h: [f32; H],
+}
+
+impl<const I: usize, const H: usize, const G: usize> FixedLayer for GruT<I, H, G> {
+    type In = [f32; I];
+    type Out = [f32; H];
+
+    #[inline(always)]
+    fn forward(&mut self, x: &[f32; I], y: &mut [f32; H]) {
+        let mut gx = [self.bx, [0.0; G]];
+        add_columns(x, &self.wx, &mut gx);
+        let mut gh = [self.bh, [0.0; G]];
+        add_columns(&self.h, &self.wh, &mut gh);
+        let (mut a, mut b) = ([0.0f32; G], [0.0f32; G]);
+        for k in 0..G {
+            a[k] = gx[0][k] + gx[1][k];
+            b[k] = gh[0][k] + gh[1][k];
+        }
+        for u in 0..H {
+            let z = sigmoid_fast(a[u] + b[u]);
+            let r = sigmoid_fast(a[H + u] + b[H + u]);
+            let n = tanh_fast(a[2 * H + u] + r * b[2 * H + u]);
+            self.h[u] = (1.0 - z) * n + z * self.h[u];
+        }
+        *y = self.h;
+    }
+
+    fn reset(&mut self) {
+        self.h = [0.0; H];
+    }
+
+    fn load(layers: &mut std::slice::Iter<'_, RtLayer>) -> Result<Self, RtError> {
+        const { assert!(G == 3 * H, "GruT<I, H, G> needs G = 3·H") };
+        let what = "fixed gru";
+        let RtLayer::Gru(l) = next(layers, what)? else {
+            return Err(RtError::shape(what, "the net's layer here is not a GRU"));
+        };
+        let (m, v) = (l.matrices(), l.vectors());
+        Ok(GruT {
+            wx: gate_columns::<I, G>(what, m[0].1)?,
+            wh: gate_columns::<H, G>(what, m[1].1)?,
+            bx: bias_of(what, Some(v[0].1))?,
+            bh: bias_of(what, Some(v[1].1))?,
+            h: [0.0; H],
+        })
+    }
+}
+
 /// An activation over frames of `N` values (which one is read from the net).
 #[derive(Debug, Clone)]
 pub struct ActivationT<const N: usize> {
@@ -484,6 +619,18 @@ mod tests {
         RtLayer::Conv1d(Conv1d::new(cfg, w, values(o, seed + 1)).unwrap())
     }
 
+    fn lstm(i: usize, u: usize, seed: u32) -> RtLayer {
+        let w = |r, c, s| RtMatrix::from_rows(r, c, values(r * c, s), "w").unwrap();
+        let b = values(4 * u, seed + 2);
+        RtLayer::Lstm(crate::rt::Lstm::new(w(4 * u, i, seed), w(4 * u, u, seed + 1), b).unwrap())
+    }
+
+    fn gru(i: usize, u: usize, seed: u32) -> RtLayer {
+        let w = |r, c, s| RtMatrix::from_rows(r, c, values(r * c, s), "w").unwrap();
+        let (bi, bh) = (values(3 * u, seed + 2), values(3 * u, seed + 3));
+        RtLayer::Gru(crate::rt::Gru::new(w(3 * u, i, seed), w(3 * u, u, seed + 1), bi, bh).unwrap())
+    }
+
     /// Runs `frames` frames through the run-time layers and the fixed net side by side.
     fn matches<L: FixedLayer>(mut layers: Vec<RtLayer>, frames: usize) {
         let mut fixed = FixedNet::<L>::from_layers(&layers).unwrap();
@@ -518,6 +665,10 @@ mod tests {
         type Chain = Seq<DenseT<4, 8>, Seq<ActivationT<8>, DenseT<8, 1>>>;
         let tanh = RtLayer::Activation(ActivationLayer::new(Activation::Tanh, 8));
         matches::<Chain>(vec![dense(4, 8, 6), tanh, dense(8, 1, 7)], 20);
+        matches::<LstmT<4, 4, 16>>(vec![lstm(4, 4, 8)], 40);
+        matches::<LstmT<1, 24, 96>>(vec![lstm(1, 24, 9)], 40);
+        matches::<GruT<4, 4, 12>>(vec![gru(4, 4, 10)], 40);
+        matches::<GruT<16, 16, 48>>(vec![gru(16, 16, 11)], 40);
     }
 
     #[test]
