@@ -9,16 +9,13 @@
 
 use crate::ops::exp::exp_fast;
 
-/// σ(x) with the vectorizable `exp` (what the SIMD cells compute), for code that inlines
-/// it into loops the compiler vectorizes (the fixed-size cells of `kiln_nn::rt::fixed`).
 #[inline(always)]
-pub fn sigmoid_fast(x: f32) -> f32 {
+fn sigmoid_fast(x: f32) -> f32 {
     1.0 / (1.0 + exp_fast(-x))
 }
 
-/// tanh(x) with the vectorizable `exp` (see [`sigmoid_fast`]).
 #[inline(always)]
-pub fn tanh_fast(x: f32) -> f32 {
+fn tanh_fast(x: f32) -> f32 {
     let e = exp_fast(-2.0 * x.abs());
     let t = (1.0 - e) / (1.0 + e);
     if x < 0.0 {
