@@ -195,9 +195,11 @@ impl ThreadPool {
             });
             return;
         }
-        // Tags repeat after 2^16 jobs; a slot is at most one job stale (every job's caller
-        // drains every slot before it returns), so an old tag never matches.
-        let tag = (sh.range_jobs.fetch_add(1, Ordering::Relaxed) + 1) & 0xffff;
+        // Tags (never 0, the slots' initial tag) repeat after 65535 jobs; every job writes its
+        // tag into every slot (its caller touches them all, and a first touch claims the
+        // slot for the job), so a slot is never more than one job old and an old tag never
+        // matches.
+        let tag = sh.range_jobs.fetch_add(1, Ordering::Relaxed) % 0xffff + 1;
         self.run_job(
             &|index, nth| {
                 let home = |i: usize| split_range(n, nth, i, 1);
@@ -306,8 +308,8 @@ fn wait_until_zero(counter: &AtomicUsize) {
     }
 }
 
-/// Claims half of what is left of the range in `slot` (its `home` units if it has not been
-/// touched in job `tag`), but at least `piece` units, from its front or from its back; returns
+/// Claims half of what is left of the range in `slot` (first setting it to its `home` units if
+/// it has not been touched in job `tag`), but at least `piece` units, from its front or from its back; returns
 /// them and the range's end before the claim, or `None` once the range is empty.
 fn claim(
     slot: &AtomicU64,
@@ -318,14 +320,19 @@ fn claim(
 ) -> Option<(Range<usize>, usize)> {
     let mut cur = slot.load(Ordering::Relaxed);
     loop {
-        let (front, back) = if cur >> 48 == tag {
-            (
-                ((cur >> 24) & RANGE_MASK) as usize,
-                (cur & RANGE_MASK) as usize,
-            )
-        } else {
-            (home.start, home.end)
-        };
+        if cur >> 48 != tag {
+            // First touch this job: the whole home range, tagged even if it is empty.
+            let fresh = tag << 48 | (home.start as u64) << 24 | home.end as u64;
+            match slot.compare_exchange_weak(cur, fresh, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => cur = fresh,
+                Err(seen) => cur = seen,
+            }
+            continue;
+        }
+        let (front, back) = (
+            ((cur >> 24) & RANGE_MASK) as usize,
+            (cur & RANGE_MASK) as usize,
+        );
         if front >= back {
             return None;
         }
@@ -563,6 +570,20 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn par_ranges_never_mistakes_a_slot_left_alone_for_a_whole_tag_cycle() {
+        // With three threads and two units the third share is empty: its slot must still be
+        // claimed for every job, or 65535 jobs later the tag comes round and its old,
+        // drained state would pass for the new job's.
+        let pool = ThreadPool::new(3);
+        check_ranges(&pool, 9, 1);
+        for _ in 1..0xffff {
+            check_ranges(&pool, 2, 1);
+        }
+        // The first job's tag is back.
+        check_ranges(&pool, 9, 1);
     }
 
     #[test]
