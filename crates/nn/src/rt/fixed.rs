@@ -1,8 +1,9 @@
 //! Layers whose sizes are fixed at compile time (what RTNeural's templated `ModelT` is to its
-//! run-time layers; dense, conv1d, LSTM, GRU and the activations): every loop bound is a constant, so a whole net inlines into the caller's
-//! per-sample loop with no dispatch between layers. The weights still come from a net loaded
-//! at run time (RTNeural JSON or GGUF, as [`RtLayer`]s) and are checked against the declared
-//! sizes. Nothing allocates after construction.
+//! run-time layers): dense, conv1d, LSTM, GRU and the activations. Every loop bound is a
+//! constant, so a whole net inlines into the caller's per-sample loop with no dispatch between
+//! layers. The weights still come from a net loaded at run time (RTNeural JSON or GGUF, as
+//! [`RtLayer`]s) and are checked against the declared sizes. Nothing allocates after
+//! construction.
 //!
 //! ```ignore
 //! type Net = Seq<DenseT<4, 8>, Seq<ActivationT<8>, DenseT<8, 1>>>;
@@ -12,7 +13,9 @@
 //!
 //! [`FixedNet::forward`] runs the net compiled for the CPU's widest vector unit (chosen once
 //! at construction); in a crate built with that unit enabled (`-C target-cpu=native`, as
-//! RTNeural's templated layers are built with `-march=native`) it inlines completely.
+//! RTNeural's templated layers are built with `-march=native`) it inlines completely. The
+//! products are fused multiply-adds (`f32::mul_add`): one instruction on any x86-64 with FMA
+//! and on AArch64, a library call on older CPUs (correct, slow).
 
 use super::{Activation, Conv1dConfig, RtError, RtLayer, RtMatrix};
 use kiln_tensor::cpu::{Compiled, InlineJob};
