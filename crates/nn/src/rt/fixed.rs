@@ -5,10 +5,23 @@
 //! [`RtLayer`]s) and are checked against the declared sizes. Nothing allocates after
 //! construction.
 //!
-//! ```ignore
-//! type Net = Seq<DenseT<4, 8>, Seq<ActivationT<8>, DenseT<8, 1>>>;
-//! let mut net = FixedNet::<Net>::from_layers(rtnet.layers())?;
-//! let y = net.forward(&[0.1, 0.2, 0.3, 0.4]);
+//! ```
+//! use kiln_nn::rt::fixed::{ActivationT, DenseT, FixedNet, Seq};
+//! use kiln_nn::rt::{Activation, ActivationLayer, Dense, RtLayer, RtMatrix};
+//!
+//! // The layers of a run-time net (what RTNeural JSON or GGUF loads): dense 2→3, tanh, dense 3→1.
+//! let dense = |o: usize, i: usize, w: f32| {
+//!     let m = RtMatrix::from_rows(o, i, vec![w; o * i], "w").unwrap();
+//!     RtLayer::Dense(Dense::new(m, vec![0.0; o]).unwrap())
+//! };
+//! let tanh = RtLayer::Activation(ActivationLayer::new(Activation::Tanh, 3));
+//! let layers = [dense(3, 2, 0.5), tanh, dense(1, 3, 1.0)];
+//!
+//! type Net = Seq<DenseT<2, 3>, Seq<ActivationT<3>, DenseT<3, 1>>>;
+//! let mut net = FixedNet::<Net>::from_layers(&layers)?;
+//! let y = net.forward(&[1.0, 1.0]);
+//! assert!((y[0] - 3.0 * 1.0f32.tanh()).abs() < 1e-6);
+//! # Ok::<(), kiln_nn::rt::RtError>(())
 //! ```
 //!
 //! [`FixedNet::forward`] runs the net compiled for the CPU's widest vector unit (chosen once
