@@ -372,7 +372,6 @@ fn fixed_passes(
         ("lstm", 4, 4) => passes!(LstmT<4, 4, 16>, 4),
         ("lstm", 16, 16) => passes!(LstmT<16, 16, 64>, 16),
         ("lstm", 1, 24) => passes!(LstmT<1, 24, 96>, 1),
-
         _ => bail!(
             "--fixed has compile-time copies of RTNeural's benchmark shapes only: dense 4→4, \
              8→8, 16→16, 24→1; conv1d 4→4, 16→16; gru 4→4, 16→16; lstm 4→4, 16→16, 1→24"

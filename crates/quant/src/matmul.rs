@@ -147,7 +147,10 @@ pub fn matmul_with(
             shift + c * chunk
         }
     };
-    pool.par_for(n_chunks, |c| job.rows(bound(c), bound(c + 1)));
+    // Each thread takes its own consecutive chunks (see `ThreadPool::par_ranges`).
+    pool.par_ranges(n_chunks, 1, |chunks, _| {
+        job.rows(bound(chunks.start), bound(chunks.end))
+    });
     Ok(())
 }
 

@@ -440,8 +440,9 @@ fn kernel_job<'a>(
 }
 
 /// Runs `w`'s kernel into `out` over the pool in units of `unit_groups` groups (pieces of
-/// each thread's share, see [`PIECES_PER_THREAD`]), and on the same thread, right after units `u0..u1` are computed,
-/// calls `after(out, u0, u1)` (the fused GLU finishes its blocks there while they are in L1).
+/// each thread's share, see [`PIECES_PER_THREAD`]), and on the same thread, right after units
+/// `u0..u1` are computed, calls `after(out, u0, u1)` (the fused GLU finishes its blocks there
+/// while they are in L1).
 #[cfg(target_arch = "x86_64")]
 fn run(
     pool: &ThreadPool,

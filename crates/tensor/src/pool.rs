@@ -309,8 +309,9 @@ fn wait_until_zero(counter: &AtomicUsize) {
 }
 
 /// Claims half of what is left of the range in `slot` (first setting it to its `home` units if
-/// it has not been touched in job `tag`), but at least `piece` units, from its front or from its back; returns
-/// them and the range's end before the claim, or `None` once the range is empty.
+/// it has not been touched in job `tag`), but at least `piece` units, from its front or from
+/// its back; returns them and the range's end before the claim, or `None` once the range is
+/// empty.
 fn claim(
     slot: &AtomicU64,
     tag: u64,
@@ -322,7 +323,7 @@ fn claim(
     loop {
         if cur >> 48 != tag {
             // First touch this job: the whole home range, tagged even if it is empty.
-            let fresh = tag << 48 | (home.start as u64) << 24 | home.end as u64;
+            let fresh = slot_value(tag, home.start, home.end);
             match slot.compare_exchange_weak(cur, fresh, Ordering::AcqRel, Ordering::Relaxed) {
                 Ok(_) => cur = fresh,
                 Err(seen) => cur = seen,
@@ -345,12 +346,17 @@ fn claim(
         } else {
             (front + take, back, front..front + take)
         };
-        let new = tag << 48 | (front2 as u64) << 24 | back2 as u64;
+        let new = slot_value(tag, front2, back2);
         match slot.compare_exchange_weak(cur, new, Ordering::AcqRel, Ordering::Relaxed) {
             Ok(_) => return Some((units, back)),
             Err(seen) => cur = seen,
         }
     }
+}
+
+/// A [`RangeSlot`]'s value for range `front..back` of job `tag`.
+fn slot_value(tag: u64, front: usize, back: usize) -> u64 {
+    tag << 48 | (front as u64) << 24 | back as u64
 }
 
 struct SendPtr<T>(*mut T);

@@ -61,8 +61,8 @@ const PREFETCH: usize = 4096;
 /// Prefetches, `PREFETCH` bytes ahead, block `b`'s share of the group at `grp`: `step` bytes
 /// (the group's bytes over its blocks, rounded up), so that over a group the prefetches cover
 /// every line of it — its scale region as well as its quants — and carry on into the next
-/// groups in memory order. Lines at or past `end` (where this thread's stream of groups ends) are left
-/// alone. The hardware prefetcher alone leaves single-token decode waiting on memory, and
+/// groups in memory order. Lines at or past `end` (where this thread's stream of groups ends)
+/// are left alone. The hardware prefetcher alone leaves single-token decode waiting on memory, and
 /// prefetching the quants only left a fifth of every Q4_1 group (its scales) to demand misses.
 #[inline(always)]
 unsafe fn prefetch_step(grp: *const u8, step: usize, b: usize, end: *const u8) {
