@@ -8,6 +8,7 @@ pub mod ops;
 pub mod pool;
 pub mod rnn_cell;
 mod simd512;
+pub mod stream;
 
 pub use bytes::{ByteSource, SharedBytes};
 pub use cpu::{features, CpuFeatures, KernelChoice};

@@ -12,6 +12,7 @@
 use super::load_f16;
 use crate::types::QuantType;
 use kiln_tensor::cpu::KernelChoice;
+use kiln_tensor::stream::{prefetch_stream_line, STREAM_PREFETCH_BYTES};
 use std::arch::x86_64::*;
 
 /// One packed matmul: the weights, the activation rows and where the outputs go.
@@ -55,22 +56,20 @@ pub(crate) fn kernel(choice: KernelChoice, ty: QuantType) -> Option<PackedFn> {
     Some(f)
 }
 
-/// How far ahead of the block being computed the weight stream is prefetched.
-const PREFETCH: usize = 4096;
-
-/// Prefetches, `PREFETCH` bytes ahead, block `b`'s share of the group at `grp`: `step` bytes
-/// (the group's bytes over its blocks, rounded up), so that over a group the prefetches cover
-/// every line of it — its scale region as well as its quants — and carry on into the next
-/// groups in memory order. Lines at or past `end` (where this thread's stream of groups ends)
-/// are left alone. The hardware prefetcher alone leaves single-token decode waiting on memory, and
-/// prefetching the quants only left a fifth of every Q4_1 group (its scales) to demand misses.
+/// Prefetches, [`STREAM_PREFETCH_BYTES`] ahead, block `b`'s share of the group at `grp`: `step`
+/// bytes (the group's bytes over its blocks, rounded up), so that over a group the prefetches
+/// cover every line of it — its scale region as well as its quants — and carry on into the
+/// next groups in memory order. Lines at or past `end` (where this thread's stream of groups
+/// ends) are left alone. The hardware prefetcher alone leaves single-token decode waiting on
+/// memory, and prefetching the quants only left a fifth of every Q4_1 group (its scales) to
+/// demand misses.
 #[inline(always)]
 unsafe fn prefetch_step(grp: *const u8, step: usize, b: usize, end: *const u8) {
-    let from = grp as usize + PREFETCH + b * step;
+    let from = grp as usize + STREAM_PREFETCH_BYTES + b * step;
     let to = (from + step).min(end as usize);
     let mut line = from & !63;
     while line < to {
-        _mm_prefetch::<_MM_HINT_T0>(line as *const i8);
+        prefetch_stream_line(line);
         line += 64;
     }
 }
