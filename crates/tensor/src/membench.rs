@@ -110,13 +110,19 @@ impl ReadProbe {
     }
 
     /// Read bandwidth in bytes per second with all of `pool`'s threads streaming disjoint
-    /// parts of the buffer: the best of `passes` passes with each [`Prefetch`].
+    /// parts of the buffer: the best of `passes` passes with each [`Prefetch`] (AVX-512).
     pub fn measure(&self, pool: &ThreadPool, passes: usize) -> f64 {
         let data = &self.data;
         let mut best = f64::MAX;
         let sink = std::sync::atomic::AtomicU64::new(0);
+        // Only the AVX-512 sum prefetches; the others would sweep the same way twice.
+        let styles: &[Prefetch] = if crate::cpu::features().avx512f {
+            &[Prefetch::Stream, Prefetch::NearL1]
+        } else {
+            &[Prefetch::Stream]
+        };
         for _ in 0..passes.max(1) {
-            for prefetch in [Prefetch::Stream, Prefetch::NearL1] {
+            for &prefetch in styles {
                 let start = Instant::now();
                 pool.run(|i, nt| {
                     let r = split_range(data.len(), nt, i, 64);

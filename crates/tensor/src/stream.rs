@@ -2,8 +2,9 @@
 //! shared by the packed matmul kernels and by the bandwidth probe that is their yardstick.
 
 /// How far ahead of its reads a stream prefetches. At 4 KiB ahead into L1 (the kernels' first
-/// setting) single-token decode kept too few misses in flight; 16 KiB ahead into L2 made it
-/// 1.1–1.25× faster on the project's VM (alternating runs; numbers in the commit message).
+/// setting) single-token decode kept too few misses in flight; 16 KiB ahead into L2 made tg128
+/// 1.05–1.18× faster on the project's VM (medians of alternating rounds per type and thread
+/// count; numbers in the commit message and docs/PERFORMANCE.md).
 pub const STREAM_PREFETCH_BYTES: usize = 16 * 1024;
 
 /// Asks for the cache line holding `addr` to be brought into L2, for a stream that reaches it
