@@ -14,11 +14,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Size of the bandwidth probe's buffer: 8× this machine class's L3, so it streams from
-/// memory, and one pass takes a few milliseconds.
-const PROBE_BYTES: usize = 256 << 20;
-/// Passes per bandwidth measurement (the best counts).
-const PROBE_PASSES: usize = 2;
+/// Passes per bandwidth measurement (the best counts). The probe is as large as what one
+/// decoded token reads, so where that fits in a large L3 the first pass only warms it, as the
+/// warm-up run warms it for decode.
+const PROBE_PASSES: usize = 3;
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -72,6 +71,10 @@ pub struct Machine {
     /// Read bandwidth in GB/s per thread count, measured by kiln itself (the median of the
     /// measurements before that thread count's decode runs of the last decode test).
     pub read_bandwidth_gbs: Vec<(usize, f64)>,
+    /// Bytes the bandwidth probe streams per pass: what one decoded token reads (0 when
+    /// nothing was probed, or in reports written before the probe took the model's size).
+    #[serde(default)]
+    pub read_bandwidth_probe_bytes: u64,
 }
 
 /// One test at one thread count; field names follow llama-bench's JSON where one exists.
@@ -138,14 +141,15 @@ pub fn main(args: BenchArgs) -> Result<()> {
 
     // The machine's read bandwidth drifts (on a shared VM by 2× within minutes), so it is
     // measured right before every timed decode run, not once for the whole sitting, and each
-    // run's utilisation is taken against its own measurement. The probe stays resident for
-    // the whole command; its pages are left out of the peak RSS reported.
-    let probe = (!args.no_bandwidth).then(|| {
-        eprint!("kiln bench: preparing the bandwidth probe…");
-        let p = ReadProbe::new(PROBE_BYTES);
-        eprintln!();
-        p
-    });
+    // run's utilisation is taken against its own measurement. The probe streams as many bytes
+    // as one decoded token reads, so its figure is the limit for that working set on this
+    // machine: from memory where the caches are small, and partly from L3 where a large L3
+    // keeps part of the model (one VM kind here has 480 MiB of L3, where a fixed 256 MiB probe
+    // read 1.4× slower than a 128 MiB one, and Q8_0 decode "used" 140% of it). The probe is
+    // built at the first decode test and stays resident for the whole command; its pages are
+    // left out of the peak RSS reported.
+    let max_gen = tests.iter().map(|&(_, n_gen)| n_gen).max().unwrap_or(0);
+    let mut probe: Option<ReadProbe> = None;
     let mut bandwidths: Vec<(usize, f64)> = Vec::new();
     let mut results = Vec::new();
     for &threads in &args.threads {
@@ -161,6 +165,11 @@ pub fn main(args: BenchArgs) -> Result<()> {
             };
             eprint!("kiln bench: {label} t={threads}: warm-up");
             run(&engine)?;
+            if n_gen > 0 && !args.no_bandwidth && probe.is_none() {
+                eprint!("kiln bench: preparing the bandwidth probe…");
+                probe = Some(ReadProbe::new(decode_bytes_per_token(&engine, kv, max_gen)));
+                eprintln!();
+            }
             let probe = probe.as_ref().filter(|_| n_gen > 0);
             let mut samples = Vec::with_capacity(reps);
             let mut probed = Vec::new();
@@ -186,9 +195,7 @@ pub fn main(args: BenchArgs) -> Result<()> {
                 &samples,
             );
             if !probed.is_empty() {
-                // Weights once per token plus the KV read at the average position.
-                let kv_per_token = kv_bytes_per_position(&engine, kv) * n_gen / 2;
-                let bytes = (engine.model().weight_bytes_per_token() + kv_per_token) as f64;
+                let bytes = decode_bytes_per_token(&engine, kv, n_gen) as f64;
                 let utilisation: Vec<f64> = (record.samples_ts.iter().zip(&probed))
                     .map(|(ts, bw)| bytes * ts / bw)
                     .collect();
@@ -214,6 +221,7 @@ pub fn main(args: BenchArgs) -> Result<()> {
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             isa: isa_summary(),
             read_bandwidth_gbs: bandwidths,
+            read_bandwidth_probe_bytes: probe_bytes,
         },
         peak_rss_bytes,
         results,
@@ -302,9 +310,12 @@ pub fn median(v: &[f64]) -> f64 {
     }
 }
 
-fn kv_bytes_per_position(engine: &Engine, kv: KvDtype) -> usize {
+/// Bytes one token of an `n_gen`-token decode reads: the weights once, plus the KV cache at
+/// the average position.
+fn decode_bytes_per_token(engine: &Engine, kv: KvDtype, n_gen: usize) -> usize {
     let c = engine.model().config();
-    2 * c.n_layer * c.n_head_kv * c.head_dim * kv.element_bytes()
+    let kv_per_position = 2 * c.n_layer * c.n_head_kv * c.head_dim * kv.element_bytes();
+    engine.model().weight_bytes_per_token() + kv_per_position * n_gen / 2
 }
 
 fn describe(file: &GgufFile) -> String {
