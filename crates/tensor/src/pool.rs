@@ -35,41 +35,62 @@ struct RangeSlot(AtomicU64);
 const RANGE_LIMIT: usize = 1 << 24;
 const RANGE_MASK: u64 = (1 << 24) - 1;
 
-#[derive(Clone, Copy)]
-struct JobSlot {
-    f: *const Job,
-    /// Every worker must run it (and count down `pending`).
-    must_run: bool,
-}
-
-struct Shared {
+/// What the caller writes to hand out a job, alone in its cache line, so that workers spinning
+/// on it share it read-only until the next job.
+#[repr(align(64))]
+struct JobLine {
     /// Bumped once per job; workers compare it with the last generation they saw.
     generation: AtomicUsize,
     /// The generation whose job may still be joined (0: none).
     open: AtomicUsize,
-    /// Workers between registering for a job and being done with it.
-    readers: AtomicUsize,
-    /// Workers still owing a `must_run` job.
-    pending: AtomicUsize,
+    /// The current job; written only while no worker is registered for an open job.
+    job: UnsafeCell<Option<*const Job>>,
+}
+
+/// One worker's progress, alone in its cache line and written only by that worker, so that a
+/// hand-off moves two lines between cores (the job line there, this line back) instead of
+/// every participant updating shared counters in one line: `2g + 1` while the worker is
+/// registered for generation `g` (and may be running its job), `2g` once it is done with it.
+#[repr(align(64))]
+struct WorkerLine(AtomicUsize);
+
+const fn busy(g: usize) -> usize {
+    g.wrapping_mul(2) | 1
+}
+
+const fn done(g: usize) -> usize {
+    g.wrapping_mul(2)
+}
+
+/// Rarely written state, kept off the hand-off's lines.
+#[repr(align(64))]
+struct Idle {
     /// Workers blocked (or about to block) on `wake`.
     sleepers: AtomicUsize,
+    shutdown: AtomicBool,
+    panicked: AtomicBool,
+    lock: Mutex<()>,
+    wake: Condvar,
+}
+
+struct Shared {
+    line: JobLine,
+    /// Indexed by participant (entry 0, the caller's, is unused).
+    workers: Box<[WorkerLine]>,
+    idle: Idle,
     /// One range per participant for `par_ranges`.
     ranges: Box<[RangeSlot]>,
     /// `par_ranges` jobs started (their tags).
     range_jobs: AtomicU64,
-    shutdown: AtomicBool,
-    panicked: AtomicBool,
-    /// The current job; written only while `open` is 0 and `readers` is 0.
-    job: UnsafeCell<Option<JobSlot>>,
-    lock: Mutex<()>,
-    wake: Condvar,
     n_threads: usize,
 }
 
-// SAFETY: `job` is written only by the thread holding `ThreadPool::run_lock`, while no job is
-// open and no worker is registered in `readers`; a worker reads it only after registering in
-// `readers` and then observing `open == generation` (SeqCst), and the writer closes `open`
-// and waits for `readers == 0` before it invalidates the closure or writes `job` again.
+// SAFETY: `job` is written only by the thread holding `ThreadPool::run_lock`, before it
+// publishes the job's generation. A worker reads it only after storing `busy(g)` in its line
+// and then observing `open == g` (both SeqCst). Before the closure is invalidated or `job`
+// written again, the writer either sees every worker `done(g)` (a job every worker must run:
+// each takes a generation once) or closes `open` and sees no worker `busy(g)`; a worker that
+// registers after the close sees it closed and does not read `job`.
 unsafe impl Sync for Shared {}
 // SAFETY: see the Sync impl; the raw job pointer is only dereferenced under that protocol.
 unsafe impl Send for Shared {}
@@ -91,20 +112,25 @@ impl ThreadPool {
             n_threads
         };
         let shared = Arc::new(Shared {
-            generation: AtomicUsize::new(0),
-            open: AtomicUsize::new(0),
-            readers: AtomicUsize::new(0),
-            pending: AtomicUsize::new(0),
-            sleepers: AtomicUsize::new(0),
+            line: JobLine {
+                generation: AtomicUsize::new(0),
+                open: AtomicUsize::new(0),
+                job: UnsafeCell::new(None),
+            },
+            workers: (0..n_threads)
+                .map(|_| WorkerLine(AtomicUsize::new(done(0))))
+                .collect(),
+            idle: Idle {
+                sleepers: AtomicUsize::new(0),
+                shutdown: AtomicBool::new(false),
+                panicked: AtomicBool::new(false),
+                lock: Mutex::new(()),
+                wake: Condvar::new(),
+            },
             ranges: (0..n_threads)
                 .map(|_| RangeSlot(AtomicU64::new(0)))
                 .collect(),
             range_jobs: AtomicU64::new(0),
-            shutdown: AtomicBool::new(false),
-            panicked: AtomicBool::new(false),
-            job: UnsafeCell::new(None),
-            lock: Mutex::new(()),
-            wake: Condvar::new(),
             n_threads,
         });
         let workers = (1..n_threads)
@@ -230,39 +256,46 @@ impl ThreadPool {
             return;
         }
         let _guard = self.run_lock.lock().unwrap_or_else(|e| e.into_inner());
-        // SAFETY: lifetime erasure only; the pointer is not used after `open` is closed and
-        // `readers` drained, which happens before this function returns.
+        // SAFETY: lifetime erasure only; the pointer is not used once every worker is done with
+        // this job or kept out of it, which happens before this function returns.
         let job_ptr: *const Job =
             unsafe { std::mem::transmute::<&(dyn Fn(usize, usize) + Sync + '_), &'static Job>(f) };
-        // SAFETY: no job is open and no worker is registered (previous job drained).
-        unsafe {
-            *sh.job.get() = Some(JobSlot {
-                f: job_ptr,
-                must_run,
-            })
-        };
-        let g = sh.generation.load(Ordering::Relaxed).wrapping_add(1).max(1);
-        if must_run {
-            sh.pending.store(n - 1, Ordering::SeqCst);
-        }
-        sh.open.store(g, Ordering::SeqCst);
-        sh.generation.store(g, Ordering::SeqCst);
-        if sh.sleepers.load(Ordering::SeqCst) > 0 {
-            let _l = sh.lock.lock().unwrap_or_else(|e| e.into_inner());
-            sh.wake.notify_all();
+        // SAFETY: no worker is registered for an open job (the previous job drained).
+        unsafe { *sh.line.job.get() = Some(job_ptr) };
+        let g = sh
+            .line
+            .generation
+            .load(Ordering::Relaxed)
+            .wrapping_add(1)
+            .max(1);
+        sh.line.open.store(g, Ordering::SeqCst);
+        sh.line.generation.store(g, Ordering::SeqCst);
+        if sh.idle.sleepers.load(Ordering::SeqCst) > 0 {
+            let _l = sh.idle.lock.lock().unwrap_or_else(|e| e.into_inner());
+            sh.idle.wake.notify_all();
         }
         let caller = catch_unwind(AssertUnwindSafe(|| f(0, n)));
+        let workers = &sh.workers[1..];
         if must_run {
-            wait_until_zero(&sh.pending);
+            // Every worker runs this job (it stays open until they have); once each is done
+            // with generation `g`, none can come back to it.
+            workers
+                .iter()
+                .for_each(|w| wait_until(|| w.0.load(Ordering::Acquire) == done(g)));
+        } else {
+            sh.line.open.store(0, Ordering::SeqCst);
+            // A worker that registered before the close may be running (or about to read) the
+            // job; one that registers after it sees `open` closed and leaves the job alone.
+            workers
+                .iter()
+                .for_each(|w| wait_until(|| w.0.load(Ordering::SeqCst) != busy(g)));
         }
-        sh.open.store(0, Ordering::SeqCst);
-        wait_until_zero(&sh.readers);
-        // SAFETY: the job is closed and no worker is registered.
-        unsafe { *sh.job.get() = None };
+        // SAFETY: every worker is done with the job or kept out of it.
+        unsafe { *sh.line.job.get() = None };
         if let Err(p) = caller {
             std::panic::resume_unwind(p);
         }
-        if sh.panicked.swap(false, Ordering::SeqCst) {
+        if sh.idle.panicked.swap(false, Ordering::SeqCst) {
             panic!("a kiln worker thread panicked while running a pool job");
         }
     }
@@ -296,9 +329,10 @@ impl ThreadPool {
     }
 }
 
-fn wait_until_zero(counter: &AtomicUsize) {
+/// Spins (then yields) until `ready()`.
+fn wait_until(ready: impl Fn() -> bool) {
     let mut spins = 0u32;
-    while counter.load(Ordering::SeqCst) != 0 {
+    while !ready() {
         if spins < SPIN_ITERATIONS {
             std::hint::spin_loop();
             spins += 1;
@@ -364,12 +398,13 @@ struct SendPtr<T>(*mut T);
 unsafe impl<T: Send> Sync for SendPtr<T> {}
 
 fn worker_loop(sh: &Shared, index: usize) {
+    let me = &sh.workers[index];
     let mut seen = 0usize;
     loop {
         let mut spins = 0u32;
         let g = loop {
-            let g = sh.generation.load(Ordering::Acquire);
-            if g != seen || sh.shutdown.load(Ordering::Acquire) {
+            let g = sh.line.generation.load(Ordering::Acquire);
+            if g != seen || sh.idle.shutdown.load(Ordering::Relaxed) {
                 break g;
             }
             if spins < SPIN_ITERATIONS {
@@ -377,46 +412,44 @@ fn worker_loop(sh: &Shared, index: usize) {
                 spins += 1;
                 continue;
             }
-            sh.sleepers.fetch_add(1, Ordering::SeqCst);
-            let mut guard = sh.lock.lock().unwrap_or_else(|e| e.into_inner());
-            while sh.generation.load(Ordering::SeqCst) == seen
-                && !sh.shutdown.load(Ordering::SeqCst)
+            sh.idle.sleepers.fetch_add(1, Ordering::SeqCst);
+            let mut guard = sh.idle.lock.lock().unwrap_or_else(|e| e.into_inner());
+            while sh.line.generation.load(Ordering::SeqCst) == seen
+                && !sh.idle.shutdown.load(Ordering::SeqCst)
             {
-                guard = sh.wake.wait(guard).unwrap_or_else(|e| e.into_inner());
+                guard = sh.idle.wake.wait(guard).unwrap_or_else(|e| e.into_inner());
             }
             drop(guard);
-            sh.sleepers.fetch_sub(1, Ordering::SeqCst);
+            sh.idle.sleepers.fetch_sub(1, Ordering::SeqCst);
             spins = 0;
         };
-        if sh.shutdown.load(Ordering::Acquire) {
+        if sh.idle.shutdown.load(Ordering::Acquire) {
             return;
         }
         seen = g;
-        sh.readers.fetch_add(1, Ordering::SeqCst);
-        if sh.open.load(Ordering::SeqCst) == g {
-            // SAFETY: registered in `readers` and the job of generation `g` is open, so the
-            // slot holds that job and stays valid until we deregister.
-            if let Some(slot) = unsafe { *sh.job.get() } {
+        me.0.store(busy(g), Ordering::SeqCst);
+        if sh.line.open.load(Ordering::SeqCst) == g {
+            // SAFETY: registered as busy in `g` and the job of generation `g` is open, so the
+            // slot holds that job and stays valid until we report done.
+            if let Some(job) = unsafe { *sh.line.job.get() } {
                 // SAFETY: as above; the closure outlives this call.
-                let f = unsafe { &*slot.f };
+                let f = unsafe { &*job };
                 if catch_unwind(AssertUnwindSafe(|| f(index, sh.n_threads))).is_err() {
-                    sh.panicked.store(true, Ordering::SeqCst);
-                }
-                if slot.must_run {
-                    sh.pending.fetch_sub(1, Ordering::SeqCst);
+                    sh.idle.panicked.store(true, Ordering::SeqCst);
                 }
             }
         }
-        sh.readers.fetch_sub(1, Ordering::SeqCst);
+        me.0.store(done(g), Ordering::Release);
     }
 }
 
 impl Drop for ThreadPool {
     fn drop(&mut self) {
-        self.shared.shutdown.store(true, Ordering::SeqCst);
+        let idle = &self.shared.idle;
+        idle.shutdown.store(true, Ordering::SeqCst);
         {
-            let _l = self.shared.lock.lock().unwrap_or_else(|e| e.into_inner());
-            self.shared.wake.notify_all();
+            let _l = idle.lock.lock().unwrap_or_else(|e| e.into_inner());
+            idle.wake.notify_all();
         }
         for w in self.workers.drain(..) {
             let _ = w.join();
