@@ -14,16 +14,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Passes per bandwidth measurement (the best counts). The probe is as large as what one
-/// decoded token reads, so where that fits in a large L3 the first pass only warms it, as the
-/// warm-up run warms it for decode.
-const PROBE_PASSES: usize = 3;
-/// The probe's size is capped here, so benchmarking a large model does not double its
-/// memory: a working set this large streams from DRAM on every CPU kiln targets (the largest
-/// L3s hold about 1 GiB), and where a capped probe still reads from cache it only reads
-/// faster, which lowers the utilisation reported — never inflates it.
-const PROBE_MAX_BYTES: usize = 1 << 30;
-
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     /// A GGUF file path or a known model name (default: the default model).
@@ -148,12 +138,9 @@ pub fn main(args: BenchArgs) -> Result<()> {
     // The machine's read bandwidth drifts (on a shared VM by 2× within minutes), so it is
     // measured right before every timed decode run, not once for the whole sitting, and each
     // run's utilisation is taken against its own measurement. The probe streams as many bytes
-    // as one decoded token reads, so its figure is the limit for that working set on this
-    // machine: from memory where the caches are small, and partly from L3 where a large L3
-    // keeps part of the model (one VM kind here has 480 MiB of L3, where a fixed 256 MiB probe
-    // read 1.4× slower than a 128 MiB one, and Q8_0 decode "used" 140% of it). The probe is
-    // built at the first decode test and stays resident for the whole command; its pages are
-    // left out of the peak RSS reported.
+    // as one decoded token reads ([`ReadProbe::for_working_set`]). It is built at the first
+    // decode test and stays resident for the whole command; its pages are left out of the
+    // peak RSS reported.
     let max_gen = tests.iter().map(|&(_, n_gen)| n_gen).max().unwrap_or(0);
     let mut probe: Option<ReadProbe> = None;
     let mut bandwidths: Vec<(usize, f64)> = Vec::new();
@@ -173,8 +160,8 @@ pub fn main(args: BenchArgs) -> Result<()> {
             run(&engine)?;
             if n_gen > 0 && !args.no_bandwidth && probe.is_none() {
                 eprint!("kiln bench: preparing the bandwidth probe…");
-                let bytes = decode_bytes_per_token(&engine, kv, max_gen).min(PROBE_MAX_BYTES);
-                probe = Some(ReadProbe::new(bytes));
+                let bytes = decode_bytes_per_token(&engine, kv, max_gen);
+                probe = Some(ReadProbe::for_working_set(bytes));
                 eprintln!();
             }
             let probe = probe.as_ref().filter(|_| n_gen > 0);
@@ -183,7 +170,7 @@ pub fn main(args: BenchArgs) -> Result<()> {
             for i in 0..reps {
                 eprint!("\rkiln bench: {label} t={threads}: run {}/{reps}   ", i + 1);
                 if let Some(p) = probe {
-                    probed.push(p.measure(engine.pool(), PROBE_PASSES));
+                    probed.push(p.measure(engine.pool(), ReadProbe::WORKING_SET_PASSES));
                 }
                 samples.push(run(&engine)?);
             }

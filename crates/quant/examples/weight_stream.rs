@@ -55,14 +55,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     wide.quantize(ty, &x, 1536)?;
     let mut out = vec![0f32; HEAD.0];
     let pool = ThreadPool::new(threads);
-    // As large as the weights, as `kiln bench` sizes it: the limit for this working set.
-    let probe = ReadProbe::new(bytes);
+    // Sized and measured as `kiln bench` does it: the limit for this working set.
+    let probe = ReadProbe::for_working_set(bytes);
     println!(
         "{ty:?}, {threads} thread(s), {:.1} MB of packed weights per pass",
         bytes as f64 / 1e6
     );
     for round in 0..ROUNDS {
-        let bandwidth = probe.measure(&pool, 3);
+        let bandwidth = probe.measure(&pool, ReadProbe::WORKING_SET_PASSES);
         let start = Instant::now();
         for _ in 0..PASSES_PER_ROUND {
             for w in &matrices {
