@@ -1,6 +1,7 @@
 //! `ActBuf`: activation rows quantized into the format a weight type's dot kernel consumes
 //! (Q8_0, Q8_1, Q8_K blocks in ggml layout, or f16/bf16/f32 values), reusing its allocation.
 
+use crate::common::f16_to_f32;
 use crate::dispatch;
 use crate::error::QuantError;
 use crate::types::QuantType;
@@ -81,9 +82,26 @@ pub struct ActBuf {
     row_bytes: usize,
     stride: usize,
     data: Vec<Line>,
-    /// For Q8_0 rows: Σ of each block's quants, `cols / 32` per row (packed kernels use it to
-    /// undo their unsigned offsets); empty otherwise.
-    sums: Vec<i32>,
+    /// Per block of every row (`cols / 32` per row), the constants the packed kernels apply to
+    /// each block's integer dot product, already in the form they use (empty for other
+    /// formats).
+    consts: BlockConsts,
+}
+
+/// Per-block constants of Q8_0 and Q8_1 rows, unpacked once per activation instead of once per
+/// weight group: a decode matmul applies every activation block to every 16-row group, so a
+/// form its inner loop broadcasts straight from memory saves it the f16 conversion and the
+/// integer arithmetic in each of them.
+#[derive(Clone, Default)]
+struct BlockConsts {
+    /// The block's scale `d` as f32 (Q8_0 and Q8_1).
+    d: Vec<f32>,
+    /// Q8_0: `−128 · Σ q` over the block's quants, the term that undoes the packed kernels'
+    /// unsigned weight offsets (Q8_0 weights are stored `q + 128`; Q4_0's high nibbles are read
+    /// as `16 · q`, and `−128 · Σ a = 16 · (−8 · Σ a)` undoes both their scale and the −8).
+    offset: Vec<i32>,
+    /// Q8_1: the block's `s` (`d · Σ q`) as f32.
+    s: Vec<f32>,
 }
 
 impl Default for ActBuf {
@@ -113,7 +131,7 @@ impl ActBuf {
             row_bytes: 0,
             stride: 0,
             data: Vec::new(),
-            sums: Vec::new(),
+            consts: BlockConsts::default(),
         }
     }
 
@@ -148,7 +166,7 @@ impl ActBuf {
                 unsafe { quant(src, &mut dst[..row_bytes]) };
             }
         }
-        self.compute_block_sums();
+        self.compute_block_consts();
         Ok(())
     }
 
@@ -174,7 +192,7 @@ impl ActBuf {
                 unsafe { quant(src, &mut dst[..row_bytes]) };
             }
         }
-        self.compute_block_sums();
+        self.compute_block_consts();
         Ok(())
     }
 
@@ -232,19 +250,30 @@ impl ActBuf {
         Ok(dispatch::act_quant_fn(choice, ty))
     }
 
-    /// For Q8_0 rows, the Σ of each block's quants (see `sums`).
-    pub(crate) fn compute_block_sums(&mut self) {
-        self.sums.clear();
-        if self.ty != ActType::Q8_0 || self.stride == 0 {
+    /// Fills [`BlockConsts`] for Q8_0 and Q8_1 rows (clears it for other formats).
+    pub(crate) fn compute_block_consts(&mut self) {
+        let c = &mut self.consts;
+        c.d.clear();
+        c.offset.clear();
+        c.s.clear();
+        if !matches!(self.ty, ActType::Q8_0 | ActType::Q8_1) || self.stride == 0 {
             return;
         }
         let bytes: &[u8] = bytemuck::cast_slice(&self.data[..]);
         let bb = self.ty.block_bytes();
+        let f16_at = |b: &[u8], i: usize| f16_to_f32(half::f16::from_le_bytes([b[i], b[i + 1]]));
         for row in bytes.chunks_exact(self.stride).take(self.n_rows) {
-            let blocks = row[..self.row_bytes].chunks_exact(bb);
-            // Bytes 2.. of a Q8_0 block are its 32 signed quants.
-            self.sums
-                .extend(blocks.map(|b| b[2..].iter().map(|&q| q as i8 as i32).sum::<i32>()));
+            for b in row[..self.row_bytes].chunks_exact(bb) {
+                c.d.push(f16_at(b, 0));
+                if self.ty == ActType::Q8_0 {
+                    // Bytes 2.. of a Q8_0 block are its 32 signed quants.
+                    let sum: i32 = b[2..].iter().map(|&q| q as i8 as i32).sum();
+                    c.offset.push(-128 * sum);
+                } else {
+                    // A Q8_1 block: f16 d, f16 s, 32 quants.
+                    c.s.push(f16_at(b, 2));
+                }
+            }
         }
     }
 
@@ -283,9 +312,19 @@ impl ActBuf {
         self.stride
     }
 
-    /// Σ of each block's quants for Q8_0 rows (`cols / 32` per row); empty for other formats.
-    pub(crate) fn block_sums(&self) -> &[i32] {
-        &self.sums
+    /// Each block's scale as f32, `cols / 32` per row (Q8_0 and Q8_1 rows; empty otherwise).
+    pub(crate) fn block_d(&self) -> &[f32] {
+        &self.consts.d
+    }
+
+    /// Each Q8_0 block's `−128 · Σ q` (see [`BlockConsts`]); empty for other formats.
+    pub(crate) fn block_offsets(&self) -> &[i32] {
+        &self.consts.offset
+    }
+
+    /// Each Q8_1 block's `s` as f32; empty for other formats.
+    pub(crate) fn block_s(&self) -> &[f32] {
+        &self.consts.s
     }
 
     /// All rows, `stride()` bytes apart.

@@ -331,7 +331,7 @@ pub fn matmul_packed_glu(
     scratch.resize(n_act * w.rows, 0.0);
     let quant = dst_acts.layout(w.choice, down_ty, dst.len(), n_ff)?;
     if !crate::matmul::check_args(w.ty, w.rows, w.cols, acts, scratch)? {
-        dst_acts.compute_block_sums();
+        dst_acts.compute_block_consts();
         return Ok(());
     }
     let out = GluOut {
@@ -351,7 +351,7 @@ pub fn matmul_packed_glu(
         // `products`, and no other thread touches those units.
         unsafe { out.finish(products, u0, u1) }
     })?;
-    dst_acts.compute_block_sums();
+    dst_acts.compute_block_consts();
     Ok(())
 }
 
@@ -431,7 +431,9 @@ fn kernel_job<'a>(
         scale_bytes: w.scale_bytes,
         acts: acts.bytes(),
         act_stride: acts.stride(),
-        sums: acts.block_sums(),
+        d: acts.block_d(),
+        offsets: acts.block_offsets(),
+        s: acts.block_s(),
         n_act: acts.n_rows(),
         rows: w.rows,
         out: out.as_mut_ptr(),
