@@ -179,7 +179,120 @@ mod x86 {
 
     #[target_feature(enable = "avx512f,fma")]
     pub fn dot_rows_avx512(q: &[f32], data: &[f32], stride: usize, offset: usize, out: &mut [f32]) {
-        super::dot_rows_body::<true>(q, data, stride, offset, out)
+        let hd = q.len();
+        let base = data.as_ptr();
+        let done = dot_rows16_avx512(q, out, |r, c| {
+            // SAFETY: the caller checked that every row `r < out.len()` (`hd` values at
+            // `r * stride + offset`) lies in `data`, and `c + 16 <= hd`.
+            unsafe { _mm512_loadu_ps(base.add(r * stride + offset + c)) }
+        });
+        for (r, o) in out.iter_mut().enumerate().skip(done) {
+            let start = r * stride + offset;
+            *o = dot_f32_avx512(q, &data[start..start + hd]);
+        }
+    }
+
+    /// Dot product of two f32 slices of the same length, a multiple of 16, summed as
+    /// [`dot_rows16_avx512`] sums each row.
+    #[target_feature(enable = "avx512f,fma")]
+    fn dot_f32_avx512(q: &[f32], k: &[f32]) -> f32 {
+        let mut acc = _mm512_setzero_ps();
+        for (qc, kc) in q.chunks_exact(16).zip(k.chunks_exact(16)) {
+            // SAFETY: both chunks hold 16 f32.
+            unsafe {
+                acc = _mm512_fmadd_ps(
+                    _mm512_loadu_ps(qc.as_ptr()),
+                    _mm512_loadu_ps(kc.as_ptr()),
+                    acc,
+                );
+            }
+        }
+        lane_sum(acc)
+    }
+
+    /// The sum of `v`'s 16 lanes, added in the order [`lane_sums16`] adds each vector's.
+    #[target_feature(enable = "avx512f")]
+    fn lane_sum(v: __m512) -> f32 {
+        let h = _mm512_add_ps(v, _mm512_shuffle_f32x4::<0xEE>(v, v));
+        let h = _mm512_add_ps(h, _mm512_shuffle_f32x4::<0x55>(h, h));
+        let h = _mm512_add_ps(h, _mm512_permute_ps::<0xEE>(h));
+        let h = _mm512_add_ps(h, _mm512_permute_ps::<0x55>(h));
+        _mm512_cvtss_f32(h)
+    }
+
+    /// The lane sums of `v[0..16]`, in order, as one vector: a transpose-and-add tree, 46
+    /// shuffles and adds for the 16 where one reduction each takes about 130. Each vector's
+    /// lanes are added in [`lane_sum`]'s order (128-bit quarters 0 + 2 and 1 + 3, then those
+    /// two, then within the quarter elements 0 + 2 and 1 + 3, then those two), so a row's
+    /// result does not depend on whether it was summed in a group of 16 or alone.
+    #[target_feature(enable = "avx512f")]
+    fn lane_sums16(v: &[__m512; 16]) -> __m512 {
+        // w[i]: quarters (a0 + a2, a1 + a3, b0 + b2, b1 + b3) of rows a = 2i, b = 2i + 1.
+        let mut w = [_mm512_setzero_ps(); 8];
+        for (i, wi) in w.iter_mut().enumerate() {
+            let (a, b) = (v[2 * i], v[2 * i + 1]);
+            *wi = _mm512_add_ps(
+                _mm512_shuffle_f32x4::<0x44>(a, b),
+                _mm512_shuffle_f32x4::<0xEE>(a, b),
+            );
+        }
+        // x[i]: quarter L holds the four partial sums of row 4i + L.
+        let mut x = [_mm512_setzero_ps(); 4];
+        for (i, xi) in x.iter_mut().enumerate() {
+            let (c, d) = (w[2 * i], w[2 * i + 1]);
+            *xi = _mm512_add_ps(
+                _mm512_shuffle_f32x4::<0x88>(c, d),
+                _mm512_shuffle_f32x4::<0xDD>(c, d),
+            );
+        }
+        let y01 = _mm512_add_ps(
+            _mm512_unpacklo_ps(x[0], x[1]),
+            _mm512_unpackhi_ps(x[0], x[1]),
+        );
+        let y23 = _mm512_add_ps(
+            _mm512_unpacklo_ps(x[2], x[3]),
+            _mm512_unpackhi_ps(x[2], x[3]),
+        );
+        let (a, b) = (_mm512_castps_pd(y01), _mm512_castps_pd(y23));
+        // z: element e of quarter L is the sum of row 4e + L.
+        let z = _mm512_add_ps(
+            _mm512_castpd_ps(_mm512_unpacklo_pd(a, b)),
+            _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)),
+        );
+        let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+        _mm512_permutexvar_ps(order, z)
+    }
+
+    /// Scores of `q` (a multiple of 16 long) against rows `0..16k` of `out.len()` rows, 16 at
+    /// a time: `load(r, c)` gives 16 values of row `r` from column `c`. Each row's lanes are
+    /// accumulated column chunk by column chunk and the 16 rows are reduced together
+    /// ([`lane_sums16`]). Returns how many rows it did (the rest are left to the caller).
+    #[target_feature(enable = "avx512f,fma")]
+    #[inline]
+    fn dot_rows16_avx512(
+        q: &[f32],
+        out: &mut [f32],
+        load: impl Fn(usize, usize) -> __m512,
+    ) -> usize {
+        let hd = q.len();
+        if hd == 0 || !hd.is_multiple_of(16) {
+            return 0;
+        }
+        let mut r0 = 0;
+        while r0 + 16 <= out.len() {
+            let mut acc = [_mm512_setzero_ps(); 16];
+            for c in (0..hd).step_by(16) {
+                // SAFETY: c + 16 <= hd = q.len().
+                let qc = unsafe { _mm512_loadu_ps(q.as_ptr().add(c)) };
+                for (j, a) in acc.iter_mut().enumerate() {
+                    *a = _mm512_fmadd_ps(qc, load(r0 + j, c), *a);
+                }
+            }
+            // SAFETY: r0 + 16 <= out.len().
+            unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(r0), lane_sums16(&acc)) };
+            r0 += 16;
+        }
+        r0
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -272,7 +385,7 @@ mod x86 {
             }
             i += 16;
         }
-        let mut s = _mm512_reduce_add_ps(acc);
+        let mut s = lane_sum(acc);
         for j in i..n {
             s += q[j] * k[j].to_f32();
         }
@@ -301,7 +414,13 @@ mod x86 {
         offset: usize,
         out: &mut [f32],
     ) {
-        for (r, o) in out.iter_mut().enumerate() {
+        let base = data.as_ptr();
+        let done = dot_rows16_avx512(q, out, |r, c| {
+            // SAFETY: the caller checked that every row `r < out.len()` (`q.len()` values at
+            // `r * stride + offset`) lies in `data`, and `c + 16 <= q.len()`.
+            unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(base.add(r * stride + offset + c).cast())) }
+        });
+        for (r, o) in out.iter_mut().enumerate().skip(done) {
             let s = r * stride + offset;
             *o = dot_f16_avx512(q, &data[s..s + q.len()]);
         }
@@ -852,6 +971,37 @@ mod tests {
                 for i in 0..n {
                     assert!((y[i] - want_y[i]).abs() < 1e-6, "n={n} i={i}");
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn row_scores_do_not_depend_on_how_rows_are_grouped() {
+        // 37 rows: two groups of 16 summed together (on AVX-512) and a tail of 5 one by one.
+        for hd in [16, 64, 80, 128] {
+            let (rows, stride, offset) = (37, hd + 8, 3);
+            let f: Vec<f32> = (0..rows * stride + offset)
+                .map(|i| (i as f32 * 0.37).sin())
+                .collect();
+            let h: Vec<f16> = f.iter().map(|&v| f16::from_f32(v)).collect();
+            let q: Vec<f32> = (0..hd).map(|i| (i as f32 * 0.11).cos()).collect();
+            let (mut all_f, mut all_h) = (vec![0.0; rows], vec![0.0; rows]);
+            dot_rows(&q, &f, stride, offset, &mut all_f);
+            dot_rows_f16(&q, &h, stride, offset, &mut all_h);
+            for r in 0..rows {
+                let (mut one_f, mut one_h) = ([0f32], [0f32]);
+                dot_rows(&q, &f, stride, r * stride + offset, &mut one_f);
+                dot_rows_f16(&q, &h, stride, r * stride + offset, &mut one_h);
+                assert_eq!(all_f[r].to_bits(), one_f[0].to_bits(), "f32 hd={hd} r={r}");
+                assert_eq!(all_h[r].to_bits(), one_h[0].to_bits(), "f16 hd={hd} r={r}");
+                let at = r * stride + offset;
+                let naive: f64 = (0..hd).map(|i| q[i] as f64 * f[at + i] as f64).sum();
+                assert!((all_f[r] as f64 - naive).abs() < 1e-4, "f32 hd={hd} r={r}");
+                let naive_h: f64 = (0..hd).map(|i| q[i] as f64 * h[at + i].to_f64()).sum();
+                assert!(
+                    (all_h[r] as f64 - naive_h).abs() < 1e-4,
+                    "f16 hd={hd} r={r}"
+                );
             }
         }
     }
