@@ -192,12 +192,19 @@ mod x86 {
         }
     }
 
-    /// Dot product of two f32 slices of the same length, a multiple of 16, summed as
-    /// [`dot_rows16_avx512`] sums each row.
+    /// Dot product of two f32 slices of the same length; where that is a multiple of 16,
+    /// summed as [`dot_rows16_avx512`] sums each row.
     #[target_feature(enable = "avx512f,fma")]
     fn dot_f32_avx512(q: &[f32], k: &[f32]) -> f32 {
         let mut acc = _mm512_setzero_ps();
-        for (qc, kc) in q.chunks_exact(16).zip(k.chunks_exact(16)) {
+        let (qc, kc) = (q.chunks_exact(16), k.chunks_exact(16));
+        let tail: f32 = qc
+            .remainder()
+            .iter()
+            .zip(kc.remainder())
+            .map(|(a, b)| a * b)
+            .sum();
+        for (qc, kc) in qc.zip(kc) {
             // SAFETY: both chunks hold 16 f32.
             unsafe {
                 acc = _mm512_fmadd_ps(
@@ -207,7 +214,7 @@ mod x86 {
                 );
             }
         }
-        lane_sum(acc)
+        lane_sum(acc) + tail
     }
 
     /// The sum of `v`'s 16 lanes, added in the order [`lane_sums16`] adds each vector's.
@@ -977,8 +984,9 @@ mod tests {
 
     #[test]
     fn row_scores_do_not_depend_on_how_rows_are_grouped() {
-        // 37 rows: two groups of 16 summed together (on AVX-512) and a tail of 5 one by one.
-        for hd in [16, 64, 80, 128] {
+        // 37 rows: two groups of 16 summed together (on AVX-512) and a tail of 5 one by one;
+        // head sizes that are not a multiple of 16 take the single-row path throughout.
+        for hd in [16, 24, 40, 64, 80, 128] {
             let (rows, stride, offset) = (37, hd + 8, 3);
             let f: Vec<f32> = (0..rows * stride + offset)
                 .map(|i| (i as f32 * 0.37).sin())
