@@ -387,7 +387,6 @@ impl Llama {
             })
             .collect();
         for (layer, b) in self.blocks.iter().enumerate() {
-            self.attention.prefetch(store.layer(layer)?, bs, &attn_seqs);
             s.input
                 .set_rms_norm(&s.x, &b.attn_norm, b.qkv.first_type())?;
             observe(&mut s.observer, b.qkv.names(), s.input.rows(), d);

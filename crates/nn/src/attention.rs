@@ -173,22 +173,6 @@ impl Attention {
         Ok(())
     }
 
-    /// Asks the CPU to start loading the keys and values that `forward` will read for
-    /// `seqs` from this layer (their positions before `pos0`; the new ones are written just
-    /// before and are in cache), at most [`PREFETCH_MAX_BYTES`]. Called before the layer's
-    /// Q/K/V matmul, the loads overlap its weight stream instead of stalling attention's
-    /// strided row reads later.
-    pub fn prefetch(&self, kv: KvLayer<'_>, block_size: usize, seqs: &[AttnSeq<'_>]) {
-        match kv {
-            KvLayer::F16 { keys, values } => {
-                prefetch_blocks(keys, values, block_size, self.kv_dim(), seqs)
-            }
-            KvLayer::F32 { keys, values } => {
-                prefetch_blocks(keys, values, block_size, self.kv_dim(), seqs)
-            }
-        }
-    }
-
     #[allow(clippy::too_many_arguments)]
     fn run<T: KvElem>(
         &self,
@@ -282,36 +266,6 @@ impl Attention {
                 }
             });
         });
-    }
-}
-
-/// Most bytes of keys and values [`Attention::prefetch`] requests per call (half of this
-/// machine class's L2; past it, about 1300 positions of SmolLM2, the first blocks are
-/// requested and the rest streams in as attention reads it).
-pub const PREFETCH_MAX_BYTES: usize = 1 << 20;
-
-fn prefetch_blocks<T>(
-    keys: &[T],
-    values: &[T],
-    block_size: usize,
-    kv_dim: usize,
-    seqs: &[AttnSeq<'_>],
-) {
-    let per_block = block_size * kv_dim;
-    let block_bytes = 2 * per_block * std::mem::size_of::<T>();
-    let mut budget = PREFETCH_MAX_BYTES;
-    for s in seqs {
-        for &b in s.blocks.iter().take(s.pos0.div_ceil(block_size)) {
-            if budget < block_bytes {
-                return;
-            }
-            budget -= block_bytes;
-            let r = b as usize * per_block..(b as usize + 1) * per_block;
-            if let (Some(k), Some(v)) = (keys.get(r.clone()), values.get(r)) {
-                ops::prefetch(k);
-                ops::prefetch(v);
-            }
-        }
     }
 }
 
@@ -533,6 +487,25 @@ mod tests {
                     .zip(&want)
                     .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
                 assert!(err < tol, "{dtype:?} row {row}: error {err}");
+            }
+            // Decode rows over contexts of several blocks, one of them ending on a block
+            // boundary.
+            for n_pos in [32, 33, 70] {
+                let one = [AttnSeq {
+                    blocks: &tables[0],
+                    pos0: n_pos - 1,
+                    n_rows: 1,
+                }];
+                let q1 = &q[..qd];
+                let mut o = vec![0f32; qd];
+                att.forward(&pool, store.layer(0).unwrap(), bs, &one, q1, &mut o)
+                    .unwrap();
+                let want = naive(&att, &rows[0].0[..n_pos], &rows[0].1[..n_pos], q1);
+                let err = o
+                    .iter()
+                    .zip(&want)
+                    .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+                assert!(err < tol, "{dtype:?} decode over {n_pos}: error {err}");
             }
             // A table that does not cover the rows is an error, not a panic.
             let short = [AttnSeq {

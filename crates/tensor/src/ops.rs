@@ -62,34 +62,6 @@ pub fn silu_mul(gate: &[f32], up: &[f32], out: &mut [f32]) {
     }
 }
 
-/// Asks the CPU to bring every cache line of `data` closer (a hint: no effect on results, and
-/// on targets without a prefetch instruction none at all). For reads whose addresses are known
-/// long before the loads that need them, such as the KV rows of one attention head.
-pub fn prefetch<T>(data: &[T]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let p = data.as_ptr().cast::<u8>();
-        let len = std::mem::size_of_val(data);
-        if len == 0 {
-            return;
-        }
-        // Every line the slice touches, including a partial first and last one.
-        let first = p as usize & !63;
-        let last = (p as usize + len - 1) & !63;
-        for line in (first..=last).step_by(64) {
-            // SAFETY: a prefetch is a hint and never faults; every line is within `data`'s
-            // extent anyway.
-            unsafe {
-                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                    line as *const i8,
-                )
-            };
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = data;
-}
-
 /// `a += b`.
 pub fn add_in_place(a: &mut [f32], b: &[f32]) {
     for (x, &y) in a.iter_mut().zip(b) {
