@@ -48,15 +48,26 @@ pub fn softmax_in_place(x: &mut [f32]) {
     }
 }
 
-/// SiLU(x) = x · sigmoid(x).
-#[inline]
+/// SiLU(x) = x · sigmoid(x), with the crate's vectorizable `exp` (`exp::exp_fast`), so loops
+/// over it compile to SIMD.
+#[inline(always)]
 pub fn silu(x: f32) -> f32 {
-    x / (1.0 + (-x).exp())
+    x / (1.0 + exp::exp_fast(-x))
 }
 
 /// `out[i] = silu(gate[i]) * up[i]` (the SwiGLU combination), written where the next
-/// matmul reads its input.
+/// matmul reads its input; the same bits whichever kernel family runs it.
 pub fn silu_mul(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    dispatch_fma!(
+        silu_mul_body(gate, up, out),
+        x86::silu_mul_avx2,
+        x86::silu_mul_avx512,
+        (gate, up, out)
+    )
+}
+
+#[inline(always)]
+fn silu_mul_body(gate: &[f32], up: &[f32], out: &mut [f32]) {
     for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
         *o = silu(g) * u;
     }
@@ -144,6 +155,18 @@ fn weighted_rows_body<const FUSED: bool>(
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
+    // No FMA contraction happens without an explicit `mul_add`, so these give the generic
+    // loop's bits, vectorized.
+    #[target_feature(enable = "avx2,fma")]
+    pub fn silu_mul_avx2(gate: &[f32], up: &[f32], out: &mut [f32]) {
+        super::silu_mul_body(gate, up, out)
+    }
+
+    #[target_feature(enable = "avx512f,fma")]
+    pub fn silu_mul_avx512(gate: &[f32], up: &[f32], out: &mut [f32]) {
+        super::silu_mul_body(gate, up, out)
+    }
+
     #[target_feature(enable = "avx2,fma")]
     pub fn dot_rows_avx2(q: &[f32], data: &[f32], stride: usize, offset: usize, out: &mut [f32]) {
         super::dot_rows_body::<true>(q, data, stride, offset, out)
@@ -834,6 +857,40 @@ mod tests {
                 for i in 0..n {
                     assert!((y[i] - (b[i] + 0.5 * a[i])).abs() < 1e-6);
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn silu_mul_is_one_set_of_bits_close_to_libm() {
+        let n = 1000;
+        let gate: Vec<f32> = (0..n).map(|i| (i as f32 - 500.0) * 0.21).collect();
+        let up: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
+        let mut want = vec![0f32; n];
+        silu_mul_body(&gate, &up, &mut want);
+        for (i, w) in want.iter().enumerate() {
+            let (g, u) = (gate[i] as f64, up[i] as f64);
+            let exact = g / (1.0 + (-g).exp()) * u;
+            assert!(
+                (*w as f64 - exact).abs() <= 1e-6 * (1.0 + exact.abs()),
+                "i={i}"
+            );
+        }
+        let mut got = vec![0f32; n];
+        silu_mul(&gate, &up, &mut got);
+        assert_eq!(got, want);
+        #[cfg(target_arch = "x86_64")]
+        {
+            let f = crate::cpu::features();
+            if f.avx2 && f.fma {
+                // SAFETY: features checked just above.
+                unsafe { x86::silu_mul_avx2(&gate, &up, &mut got) };
+                assert_eq!(got, want);
+            }
+            if f.avx512f && f.fma {
+                // SAFETY: as above.
+                unsafe { x86::silu_mul_avx512(&gate, &up, &mut got) };
+                assert_eq!(got, want);
             }
         }
     }
