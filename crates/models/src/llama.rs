@@ -66,6 +66,8 @@ pub struct ForwardScratch {
     proj: Vec<f32>,
     /// Output of stacked matmuls before it is split into q/k/v.
     stack: Vec<f32>,
+    /// Each row's RoPE angles (`Rope::angles`), computed once for all layers.
+    rope: Vec<f32>,
     gate_up: GateUpScratch,
     input: LinearInput,
     /// The down projection's input (SiLU·mul of gate and up).
@@ -378,6 +380,12 @@ impl Llama {
         s.v.resize(n * kvd, 0.0);
         s.attn.resize(n * qd, 0.0);
         s.proj.resize(n * d, 0.0);
+        let n_angles = self.rope.angles_len();
+        s.rope.resize(n * n_angles, 0.0);
+        let positions = seqs.iter().flat_map(|q| q.pos0..q.pos0 + q.tokens.len());
+        for (angles, pos) in s.rope.chunks_exact_mut(n_angles.max(1)).zip(positions) {
+            self.rope.angles(pos, angles);
+        }
         let attn_seqs: Vec<AttnSeq<'_>> = seqs
             .iter()
             .map(|q| AttnSeq {
@@ -401,8 +409,9 @@ impl Llama {
             for q in seqs {
                 for i in 0..q.tokens.len() {
                     let pos = q.pos0 + i;
-                    self.rope.apply(&mut s.q[t * qd..(t + 1) * qd], pos);
-                    self.rope.apply(&mut s.k[t * kvd..(t + 1) * kvd], pos);
+                    let angles = &s.rope[t * n_angles..(t + 1) * n_angles];
+                    self.rope.rotate(&mut s.q[t * qd..(t + 1) * qd], angles);
+                    self.rope.rotate(&mut s.k[t * kvd..(t + 1) * kvd], angles);
                     store.write(
                         layer,
                         q.blocks[pos / bs],

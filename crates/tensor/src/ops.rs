@@ -779,17 +779,36 @@ impl Rope {
 
     /// Rotates every head of `x` (a multiple of `head_dim` long) for position `pos`.
     pub fn apply(&self, x: &mut [f32], pos: usize) {
-        const MAX_PAIRS: usize = 256;
+        let mut angles = [0f32; 2 * Rope::MAX_PAIRS];
+        let angles = &mut angles[..self.angles_len()];
+        self.angles(pos, angles);
+        self.rotate(x, angles);
+    }
+
+    /// Most frequencies a rotation uses (heads rotate at most 512 dimensions).
+    const MAX_PAIRS: usize = 256;
+
+    /// Length of a position's [`Rope::angles`]: a sine and a cosine per rotated pair.
+    pub fn angles_len(&self) -> usize {
+        2 * self.inv_freq.len().min(Rope::MAX_PAIRS)
+    }
+
+    /// Sets `out` ([`Rope::angles_len`] values) to position `pos`'s sines, then cosines, one
+    /// per frequency: computed once per token, they serve every layer's queries and keys.
+    pub fn angles(&self, pos: usize, out: &mut [f32]) {
         let p = pos as f32;
-        let n = self.inv_freq.len().min(MAX_PAIRS);
-        // One sin/cos per frequency, shared by every head.
-        let mut sin = [0f32; MAX_PAIRS];
-        let mut cos = [0f32; MAX_PAIRS];
-        for (i, &f) in self.inv_freq[..n].iter().enumerate() {
-            (sin[i], cos[i]) = (p * f).sin_cos();
+        let (sin, cos) = out.split_at_mut(out.len() / 2);
+        for ((s, c), &f) in sin.iter_mut().zip(cos.iter_mut()).zip(&self.inv_freq) {
+            (*s, *c) = (p * f).sin_cos();
         }
+    }
+
+    /// Rotates every head of `x` (a multiple of `head_dim` long) by `angles` (a position's
+    /// [`Rope::angles`]).
+    pub fn rotate(&self, x: &mut [f32], angles: &[f32]) {
+        let (sin, cos) = angles.split_at(angles.len() / 2);
         for head in x.chunks_exact_mut(self.head_dim) {
-            for (pair, (&s, &c)) in head.chunks_exact_mut(2).zip(sin[..n].iter().zip(&cos[..n])) {
+            for (pair, (&s, &c)) in head.chunks_exact_mut(2).zip(sin.iter().zip(cos)) {
                 let (a, b) = (pair[0], pair[1]);
                 pair[0] = a * c - b * s;
                 pair[1] = a * s + b * c;
