@@ -383,8 +383,9 @@ impl Llama {
         let n_angles = self.rope.angles_len();
         s.rope.resize(n * n_angles, 0.0);
         let positions = seqs.iter().flat_map(|q| q.pos0..q.pos0 + q.tokens.len());
-        for (angles, pos) in s.rope.chunks_exact_mut(n_angles.max(1)).zip(positions) {
-            self.rope.angles(pos, angles);
+        for (t, pos) in positions.enumerate() {
+            self.rope
+                .angles(pos, &mut s.rope[t * n_angles..(t + 1) * n_angles]);
         }
         let attn_seqs: Vec<AttnSeq<'_>> = seqs
             .iter()

@@ -191,25 +191,26 @@ mod x86 {
     /// summed as [`dot_rows16_avx512`] sums each row.
     #[target_feature(enable = "avx512f,fma")]
     fn dot_f32_avx512(q: &[f32], k: &[f32]) -> f32 {
+        let n = q.len().min(k.len());
+        let body = n / 16 * 16;
+        let tail: f32 = (body..n).map(|j| q[j] * k[j]).sum();
+        // SAFETY: `dot16_avx512` loads 16 values at columns `c + 16 <= n`.
+        dot16_avx512(q, n, |c| unsafe { _mm512_loadu_ps(k.as_ptr().add(c)) }) + tail
+    }
+
+    /// `Σ q[c] · load(c)` over the first `n / 16 * 16` columns (`n <= q.len()`), 16 columns
+    /// per `load`, the lanes summed by [`lane_sum`]: one row's score as [`dot_rows16_avx512`]
+    /// computes each of its 16.
+    #[target_feature(enable = "avx512f,fma")]
+    #[inline]
+    fn dot16_avx512(q: &[f32], n: usize, load: impl Fn(usize) -> __m512) -> f32 {
         let mut acc = _mm512_setzero_ps();
-        let (qc, kc) = (q.chunks_exact(16), k.chunks_exact(16));
-        let tail: f32 = qc
-            .remainder()
-            .iter()
-            .zip(kc.remainder())
-            .map(|(a, b)| a * b)
-            .sum();
-        for (qc, kc) in qc.zip(kc) {
-            // SAFETY: both chunks hold 16 f32.
-            unsafe {
-                acc = _mm512_fmadd_ps(
-                    _mm512_loadu_ps(qc.as_ptr()),
-                    _mm512_loadu_ps(kc.as_ptr()),
-                    acc,
-                );
-            }
+        for c in (0..n.min(q.len()) / 16 * 16).step_by(16) {
+            // SAFETY: c + 16 <= q.len().
+            let qc = unsafe { _mm512_loadu_ps(q.as_ptr().add(c)) };
+            acc = _mm512_fmadd_ps(qc, load(c), acc);
         }
-        lane_sum(acc) + tail
+        lane_sum(acc)
     }
 
     /// The sum of `v`'s 16 lanes, added in the order [`lane_sums16`] adds each vector's.
@@ -376,19 +377,13 @@ mod x86 {
     #[target_feature(enable = "avx512f,fma")]
     pub fn dot_f16_avx512(q: &[f32], k: &[f16]) -> f32 {
         let n = q.len().min(k.len());
-        let (qp, kp) = (q.as_ptr(), k.as_ptr() as *const __m256i);
-        let mut acc = _mm512_setzero_ps();
-        let mut i = 0;
-        while i + 16 <= n {
-            // SAFETY: i + 16 <= n: 16 f32 and 16 f16 (one __m256i) are in bounds.
-            unsafe {
-                let k0 = _mm512_cvtph_ps(_mm256_loadu_si256(kp.byte_add(2 * i)));
-                acc = _mm512_fmadd_ps(_mm512_loadu_ps(qp.add(i)), k0, acc);
-            }
-            i += 16;
-        }
-        let mut s = lane_sum(acc);
-        for j in i..n {
+        let kp = k.as_ptr() as *const __m256i;
+        // SAFETY: `dot16_avx512` loads 16 values (one __m256i of f16) at columns
+        // `c + 16 <= n`.
+        let mut s = dot16_avx512(q, n, |c| unsafe {
+            _mm512_cvtph_ps(_mm256_loadu_si256(kp.byte_add(2 * c)))
+        });
+        for j in n / 16 * 16..n {
             s += q[j] * k[j].to_f32();
         }
         s
